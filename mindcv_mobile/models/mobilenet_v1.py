@@ -1,0 +1,42 @@
+"""MobileNetV1 (Howard et al., 2017, https://arxiv.org/abs/1704.04861).
+
+mindcv's reading of Table 1: widths are ``int(c * alpha)`` with no rounding to 8 (so
+mobilenet_v1_025 has 8, 16, 32, ... channels), symmetric padding, ReLU, Xavier init, and the
+released ImageNet weights have a 1001-class head (TF-slim's background class).
+"""
+from __future__ import annotations
+
+from mindspore import nn
+
+from .layers import MobileNet, conv_norm_act, init_weights
+
+# Table 1: stem conv 3x3/2 to 32, then depthwise-separable blocks as (out_channels, stride).
+STEM_CHANNELS = 32
+BLOCKS = [
+    (64, 1),
+    (128, 2), (128, 1),
+    (256, 2), (256, 1),
+    (512, 2), (512, 1), (512, 1), (512, 1), (512, 1), (512, 1),
+    (1024, 2), (1024, 1),
+]
+
+
+def mobilenet_v1(alpha: float = 1.0, num_classes: int = 1000, in_channels: int = 3,
+                 drop_rate: float = 0.0) -> MobileNet:
+    """Build MobileNetV1 with width multiplier ``alpha``.
+
+    Parameter names: ``features.0`` stem conv, ``features.{3..15}.{0,1,3,4}`` depthwise and
+    pointwise conv/BN of each block, ``classifier`` the Dense head.
+    """
+    channels = int(STEM_CHANNELS * alpha)
+    features = conv_norm_act(in_channels, channels, 3, 2, act="relu")
+    for out, stride in BLOCKS:
+        out = int(out * alpha)
+        features.append(nn.SequentialCell(
+            conv_norm_act(channels, channels, 3, stride, groups=channels, act="relu")
+            + conv_norm_act(channels, out, 1, act="relu")
+        ))
+        channels = out
+    net = MobileNet(features, nn.Dense(channels, num_classes), channels, head_drop_rate=drop_rate)
+    init_weights(net, "xavier")
+    return net

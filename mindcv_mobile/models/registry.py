@@ -1,0 +1,210 @@
+"""Model registry: every model name, its builder and the record of its released weights.
+
+One record per name carries what a user needs to use the model correctly (input size,
+crop_pct, interpolation, mean/std) and what it was published with (weights url, parameter
+count, top-1/top-5), so tests and README tables are checked against one source.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+import logging
+from functools import partial
+from typing import Callable, Optional, Tuple
+
+from mindspore import nn
+
+from .mobilenet_v1 import mobilenet_v1
+from .mobilenet_v2 import mobilenet_v2
+from .mobilenet_v3 import mobilenet_v3
+
+_logger = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+# Five stride-2 stages: below 32 px the last feature map would be empty in places.
+MIN_INPUT_SIZE = 32
+
+_MINDCV_URL = "https://download.mindspore.cn/toolkits/mindcv/mobilenet"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelCfg:
+    """What is known about a registered model and its released weights.
+
+    ``params_m`` counts ALL parameters, BN moving mean/variance included (mindcv's
+    convention), for ``num_classes`` classes; ``num_classes`` is the released head's size
+    (1001 for mindcv's MobileNetV1: TF-slim's extra background class).
+    """
+
+    url: str = ""
+    input_size: Tuple[int, int, int] = (3, 224, 224)
+    crop_pct: float = 0.875
+    interpolation: str = "bilinear"
+    mean: Tuple[float, float, float] = IMAGENET_MEAN
+    std: Tuple[float, float, float] = IMAGENET_STD
+    num_classes: int = 1000
+    first_conv: str = "features.0"
+    classifier: str = "classifier"
+    params_m: Optional[float] = None
+    top1: Optional[float] = None
+    top5: Optional[float] = None
+    recipe: str = ""
+
+    @property
+    def image_size(self) -> int:
+        return self.input_size[-1]
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[-1] if self.url else ""
+
+    @property
+    def sha256_prefix(self) -> str:
+        """The hash in names like ``mobilenet_v2_100-d5532038.ckpt``, or '' when there is none."""
+        stem = self.filename.rsplit(".", 1)[0]
+        if "-" not in stem:
+            return ""
+        tail = stem.rsplit("-", 1)[1]
+        return tail if len(tail) >= 8 and all(c in "0123456789abcdef" for c in tail) else ""
+
+
+_REGISTRY: dict = {}
+
+
+def register_model(name: str, builder: Callable[..., nn.Cell], cfg: ModelCfg) -> None:
+    """Add ``name`` to the registry. ``builder(num_classes=, in_channels=, drop_rate=)`` -> Cell."""
+    if name in _REGISTRY:
+        raise ValueError(f"model {name!r} is registered twice")
+    _REGISTRY[name] = (builder, cfg)
+
+
+def list_models(pattern: str = "*") -> list:
+    """Registered model names matching a shell-style ``pattern``, sorted."""
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def _lookup(name: str):
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, _REGISTRY, n=5, cutoff=0.5)
+        hint = f"closest: {', '.join(close)}" if close else f"see list_models(); e.g. {', '.join(list_models()[:4])}"
+        raise ValueError(f"unknown model {name!r}; {hint}")
+    return _REGISTRY[name]
+
+
+def get_model_cfg(name: str) -> ModelCfg:
+    """The :class:`ModelCfg` record of a registered model."""
+    return _lookup(name)[1]
+
+
+def check_input_size(name: str, image_size: int) -> int:
+    """Return ``image_size`` if the model can take it, else raise a ValueError saying why."""
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < MIN_INPUT_SIZE:
+        raise ValueError(f"{name} takes square inputs of at least {MIN_INPUT_SIZE} px (five stride-2 "
+                         f"stages), got image size {image_size!r}")
+    return image_size
+
+
+def create_model(
+    model_name: str,
+    num_classes: int = 1000,
+    pretrained: bool = False,
+    checkpoint_path: Optional[str] = None,
+    in_channels: int = 3,
+    drop_rate: Optional[float] = None,
+    drop_path_rate: Optional[float] = None,
+) -> nn.Cell:
+    """Build a registered model, optionally loading released or local weights.
+
+    Args:
+        model_name: a name from :func:`list_models`.
+        num_classes: size of the classifier. Weights whose head has another size load without
+            the head (with a warning), except a 1001-class head into 1000 classes, which keeps
+            its first 1000 rows (mindcv's MobileNetV1 releases).
+        pretrained: load the released weights from the local cache (see ``checkpoint.py``).
+        checkpoint_path: load this ``.ckpt`` instead; exclusive with ``pretrained``.
+        in_channels: input channels; released 3-channel stems are summed over RGB for 1.
+        drop_rate: dropout before the last Dense layer; None keeps the model's default (0.2 for
+            V2/V3, none for V1).
+        drop_path_rate: accepted for mindcv-compatible calls; MobileNets here have no
+            stochastic depth, so only None or 0 is allowed.
+    """
+    builder, cfg = _lookup(model_name)
+    for key, value in (("num_classes", num_classes), ("in_channels", in_channels)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{key} must be a positive integer, got {value!r}")
+    if drop_rate is not None and not 0.0 <= drop_rate < 1.0:
+        raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
+    if drop_path_rate:
+        raise ValueError(f"drop_path_rate={drop_path_rate!r} is not supported: MobileNet blocks here "
+                         f"have no stochastic depth; use drop_rate (dropout before the classifier)")
+    if pretrained and checkpoint_path:
+        raise ValueError("pass either pretrained=True or checkpoint_path, not both")
+    kwargs = {"num_classes": num_classes, "in_channels": in_channels}
+    if drop_rate is not None:
+        kwargs["drop_rate"] = drop_rate
+    net = builder(**kwargs)
+    if pretrained or checkpoint_path:
+        from .checkpoint import load_model_weights, pretrained_path
+
+        path = pretrained_path(model_name) if pretrained else checkpoint_path
+        net.load_report = load_model_weights(net, path, cfg)
+    return net
+
+
+# --------------------------------------------------------------------------------------------
+# The registered models. Published numbers: mindcv's tables for the released checkpoints
+# (ImageNet-1k val, 224 px; params(M) counted with BN moving statistics).
+
+def _mindcv(path: str) -> str:
+    return f"{_MINDCV_URL}/{path}"
+
+
+_V1_RECIPE = "configs/mobilenetv1/mobilenet_v1_{}_ascend.yaml"
+for _alpha, _tag, _file, _params, _top1, _top5 in [
+    (0.25, "025", "mobilenet_v1_025-d3377fba.ckpt", 0.47, 53.87, 77.66),
+    (0.5, "050", "mobilenet_v1_050-23e9ddbe.ckpt", 1.34, 65.94, 86.51),
+    (0.75, "075", "mobilenet_v1_075-5bed0c73.ckpt", 2.60, 70.44, 89.49),
+    (1.0, "100", "mobilenet_v1_100-91c7b206.ckpt", 4.25, 72.95, 91.01),
+]:
+    register_model(
+        f"mobilenet_v1_{_tag}", partial(mobilenet_v1, alpha=_alpha),
+        ModelCfg(url=_mindcv(f"mobilenetv1/{_file}"), num_classes=1001, params_m=_params, top1=_top1,
+                 top5=_top5, recipe=_V1_RECIPE.format({0.25: "0.25", 0.5: "0.5", 0.75: "0.75", 1.0: "1.0"}[_alpha])))
+
+# MobileNetV2: the paper's width x resolution grid. mindcv registers plain names for 1.4, 1.0
+# and 0.75 and `_<res>` names for the grid; the `_<res>` models are the same network, their
+# record differs in input size (and so in eval resize/crop).
+_V2_RELEASED = {
+    "075": ("mobilenet_v2_075-bd7bd4c4.ckpt", 2.66, 69.98, 89.32, "configs/mobilenetv2/mobilenet_v2_0.75_ascend.yaml"),
+    "100": ("mobilenet_v2_100-d5532038.ckpt", 3.54, 72.27, 90.72, "configs/mobilenetv2/mobilenet_v2_1.0_ascend.yaml"),
+    "140": ("mobilenet_v2_140-98776171.ckpt", 6.15, 75.56, 92.56, "configs/mobilenetv2/mobilenet_v2_1.4_ascend.yaml"),
+}
+_V2_ALPHAS = {"035": 0.35, "050": 0.5, "075": 0.75, "100": 1.0, "130": 1.3, "140": 1.4}
+_V2_GRID = {"035": (224, 192, 160, 128, 96), "050": (224, 192, 160, 128, 96), "075": (192, 160, 128, 96),
+            "100": (192, 160, 128, 96), "130": (224,), "140": ()}
+for _tag, _alpha in _V2_ALPHAS.items():
+    _builder = partial(mobilenet_v2, alpha=_alpha)
+    if _tag in _V2_RELEASED:
+        _file, _params, _top1, _top5, _recipe = _V2_RELEASED[_tag]
+        _cfg = ModelCfg(url=_mindcv(f"mobilenetv2/{_file}"), classifier="classifier.1", params_m=_params,
+                        top1=_top1, top5=_top5, recipe=_recipe)
+    else:
+        _cfg = ModelCfg(classifier="classifier.1")
+    register_model(f"mobilenet_v2_{_tag}", _builder, _cfg)
+    for _res in _V2_GRID[_tag]:
+        register_model(f"mobilenet_v2_{_tag}_{_res}", _builder,
+                       ModelCfg(input_size=(3, _res, _res), classifier="classifier.1"))
+
+for _arch, _tag, _alpha, _file, _params, _top1, _top5 in [
+    ("small", "075", 0.75, "", None, None, None),
+    ("small", "100", 1.0, "mobilenet_v3_small_100-509c6047.ckpt", 2.55, 68.10, 87.86),
+    ("large", "075", 0.75, "", None, None, None),
+    ("large", "100", 1.0, "mobilenet_v3_large_100-1279ad5f.ckpt", 5.51, 75.23, 92.31),
+]:
+    register_model(
+        f"mobilenet_v3_{_arch}_{_tag}", partial(mobilenet_v3, arch=_arch, alpha=_alpha),
+        ModelCfg(url=_mindcv(f"mobilenetv3/{_file}") if _file else "", classifier="classifier.3",
+                 params_m=_params, top1=_top1, top5=_top5,
+                 recipe=f"configs/mobilenetv3/mobilenet_v3_{_arch}_ascend.yaml" if _file else ""))
