@@ -1,0 +1,20 @@
+"""Training: loss, per-step LR schedule, optimizer, weight EMA, the train step, callbacks, ``train``."""
+from .ema import EMA
+from .loss import create_loss
+from .lr import create_lr_schedule
+from .optim import create_optimizer, split_weight_decay
+from .train_step import Precision, TrainStep, resolve_precision
+from .trainer import RunResult, train
+
+__all__ = [
+    "EMA",
+    "create_loss",
+    "create_lr_schedule",
+    "create_optimizer",
+    "split_weight_decay",
+    "Precision",
+    "TrainStep",
+    "resolve_precision",
+    "RunResult",
+    "train",
+]

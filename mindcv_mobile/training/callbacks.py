@@ -1,0 +1,202 @@
+"""What happens at the end of every step and epoch: logging, validation, checkpoints, metrics.
+
+Only rank 0 writes (checkpoints, ``metrics.jsonl``); every rank logs to its own stream.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+from typing import Callable, Optional
+
+import numpy as np
+from mindspore.train import Callback
+
+from ..models.checkpoint import save_checkpoint
+
+_logger = logging.getLogger(__name__)
+
+LAST_CHECKPOINT = "last_checkpoint.json"
+METRICS_FILE = "metrics.jsonl"
+
+
+def write_json_atomic(path: str, data) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
+
+
+def append_jsonl(path: str, row: dict) -> None:
+    """Append one JSON line; the whole line goes out in one write so readers never see half."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class TrainMonitor(Callback):
+    """Per-epoch log line, validation, metrics row and checkpoint; a progress bar on a terminal.
+
+    Args:
+        run_dir: where rank 0 writes; ``None`` on other ranks.
+        model_name: prefix of checkpoint files.
+        lr_schedule: the per-step LR list (for logging the LR in use).
+        global_batch: images per step over all devices (for img/s).
+        evaluate: ``evaluate() -> dict`` of metrics, or None to skip validation.
+        val_interval, ckpt_interval, keep_checkpoint_max: as in the recipe.
+        state: extra entries saved in every checkpoint (``train_state.*``) and the resume info.
+        save_params: ``() -> list`` of what to save (network, optimizer state, EMA).
+    """
+
+    def __init__(self, run_dir: Optional[str], model_name: str, lr_schedule, global_batch: int, num_epochs: int,
+                 evaluate: Optional[Callable[[], dict]] = None, val_interval: int = 1, ckpt_interval: int = 1,
+                 keep_checkpoint_max: int = 10, save_params: Optional[Callable[[], list]] = None,
+                 log_interval: int = 100, sink_mode: bool = False, start_epoch: int = 0, start_step: int = 0,
+                 best_top1: Optional[float] = None) -> None:
+        super().__init__()
+        self.run_dir = run_dir
+        self.model_name = model_name
+        self.lr_schedule = lr_schedule
+        self.global_batch = global_batch
+        self.num_epochs = num_epochs
+        self.evaluate = evaluate
+        self.val_interval = val_interval
+        self.ckpt_interval = ckpt_interval
+        self.keep_checkpoint_max = keep_checkpoint_max
+        self.save_params = save_params
+        self.log_interval = log_interval
+        self.sink_mode = sink_mode
+        self.best_top1 = best_top1
+        self.best_path: Optional[str] = None
+        self.last_metrics: dict = {}
+        self.history: list = []
+        self.kept: list = []
+        self.start_epoch = start_epoch
+        self.start_step = start_step
+        self._bar = None
+        self._train_start = 0.0
+        self._epoch_start = 0.0
+        self._losses: list = []
+
+    # ---------------------------------------------------------------- helpers
+    def _lr_at(self, step: int) -> float:
+        return float(self.lr_schedule[min(max(step, 0), len(self.lr_schedule) - 1)])
+
+    def _global_step(self, cb) -> int:
+        # MindSpore's cur_step_num restarts at 0 when Model.train resumes at initial_epoch.
+        return self.start_step + cb.cur_step_num
+
+    @staticmethod
+    def _loss_value(outputs) -> float:
+        if isinstance(outputs, (tuple, list)):
+            outputs = outputs[0]
+        return float(np.asarray(outputs.asnumpy() if hasattr(outputs, "asnumpy") else outputs).mean())
+
+    # ---------------------------------------------------------------- callbacks
+    def on_train_begin(self, run_context):
+        self._train_start = time.time()
+
+    def on_train_epoch_begin(self, run_context):
+        self._epoch_start = time.time()
+        self._losses = []
+        cb = run_context.original_args()
+        if not self.sink_mode and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=cb.batch_num, desc=f"epoch {cb.cur_epoch_num}/{self.num_epochs}",
+                             leave=False, dynamic_ncols=True)
+
+    def on_train_step_end(self, run_context):
+        cb = run_context.original_args()
+        loss = self._loss_value(cb.net_outputs)
+        self._losses.append(loss)
+        if not math.isfinite(loss):
+            raise FloatingPointError(
+                f"loss is {loss} at epoch {cb.cur_epoch_num} step {self._global_step(cb)}; stopping. Last good "
+                f"checkpoint: {self.last_checkpoint() or 'none saved yet'}. Lower lr or check the data")
+        if self.sink_mode:
+            return
+        step_in_epoch = (cb.cur_step_num - 1) % cb.batch_num + 1
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self._lr_at(self._global_step(cb) - 1):.5f}")
+        elif step_in_epoch % self.log_interval == 0 and step_in_epoch != cb.batch_num:
+            _logger.info("epoch [%d/%d] step [%d/%d] loss %.4f lr %.6f", cb.cur_epoch_num, self.num_epochs,
+                         step_in_epoch, cb.batch_num, loss, self._lr_at(self._global_step(cb) - 1))
+
+    def on_train_epoch_end(self, run_context):
+        cb = run_context.original_args()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        epoch, steps = cb.cur_epoch_num, cb.batch_num
+        seconds = time.time() - self._epoch_start
+        loss = float(np.mean(self._losses)) if self._losses else float("nan")
+        step = self._global_step(cb)
+        row = {
+            "epoch": epoch, "global_step": step, "loss": round(loss, 6), "lr": self._lr_at(step - 1), "epoch_time_s": round(seconds, 3),
+            "ms_per_step": round(1000 * seconds / steps, 2), "img_per_s": round(self.global_batch * steps / seconds, 2),
+        }
+        if self.evaluate is not None and (epoch % self.val_interval == 0 or epoch == self.num_epochs):
+            t0 = time.time()
+            metrics = self.evaluate()
+            row.update({k: (None if v is None else round(float(v), 6)) for k, v in metrics.items()})
+            row["val_time_s"] = round(time.time() - t0, 3)
+        self.last_metrics = row
+        self.history.append(row)
+        top1 = row.get("Top_1_Accuracy")
+        val = ""
+        if "Top_1_Accuracy" in row:
+            top5 = row.get("Top_5_Accuracy")
+            val = (f", val top-1 {100 * top1:.2f}%" + (f" top-5 {100 * top5:.2f}%" if top5 is not None else "")
+                   + f" loss {row.get('val_loss', float('nan')):.4f}")
+        _logger.info("epoch [%d/%d] steps %d loss %.4f lr %.6f epoch-time %.1fs %.1f ms/step %.1f img/s%s",
+                     epoch, self.num_epochs, steps, loss, row["lr"], seconds, row["ms_per_step"], row["img_per_s"], val)
+        if self.run_dir is None:
+            return
+        append_jsonl(os.path.join(self.run_dir, METRICS_FILE), row)
+        is_best = top1 is not None and (self.best_top1 is None or top1 > self.best_top1)
+        if is_best:
+            self.best_top1 = top1
+        if epoch % self.ckpt_interval == 0 or epoch == self.num_epochs or is_best:
+            self._save(epoch, step, periodic=epoch % self.ckpt_interval == 0 or epoch == self.num_epochs,
+                       is_best=is_best)
+
+    def on_train_end(self, run_context):
+        minutes = (time.time() - self._train_start) / 60
+        best = f", best val top-1 {100 * self.best_top1:.2f}% ({self.best_path})" if self.best_top1 is not None else ""
+        _logger.info("training done in %.1f min%s", minutes, best)
+
+    # ---------------------------------------------------------------- checkpoints
+    def last_checkpoint(self) -> Optional[str]:
+        if self.run_dir is None:
+            return None
+        path = os.path.join(self.run_dir, LAST_CHECKPOINT)
+        if not os.path.isfile(path):
+            return None
+        with open(path, encoding="utf-8") as f:
+            return json.load(f).get("path")
+
+    def _save(self, epoch: int, step: int, periodic: bool, is_best: bool) -> None:
+        state = {"epoch_num": epoch, "step_num": step,
+                 "train_state.best_top1": -1.0 if self.best_top1 is None else float(self.best_top1)}
+        params = self.save_params()
+        if periodic:
+            path = os.path.join(self.run_dir, f"{self.model_name}-{epoch}_{step}.ckpt")
+            save_checkpoint(params, path, append_dict=state)
+            write_json_atomic(os.path.join(self.run_dir, LAST_CHECKPOINT),
+                              {"path": os.path.abspath(path), "epoch": epoch, "global_step": step})
+            self.kept.append(path)
+            while len(self.kept) > self.keep_checkpoint_max:
+                old = self.kept.pop(0)
+                if os.path.exists(old):
+                    os.remove(old)
+        if is_best:
+            self.best_path = os.path.join(self.run_dir, f"{self.model_name}-best.ckpt")
+            save_checkpoint(params, self.best_path, append_dict=state)

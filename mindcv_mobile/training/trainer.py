@@ -1,0 +1,200 @@
+"""``train(cfg)``: a recipe in, a trained run directory out.
+
+The run directory (``ckpt_save_dir``) holds the resolved ``config.yaml``, ``classes.json``,
+``train.log``, ``metrics.jsonl`` (one row per epoch), epoch checkpoints with full training
+state, ``<model>-best.ckpt`` (best val top-1) and ``last_checkpoint.json`` (what ``--resume
+auto`` continues from).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from typing import Optional
+
+import mindspore as ms
+import numpy as np
+from mindspore import nn
+
+from ..config import Config, save_config
+from ..data import class_names, create_dataset, create_loader, create_transforms
+from ..models import create_model, get_model_cfg, load_checkpoint
+from ..models.registry import check_input_size
+from ..runtime import Runtime, init_runtime, setup_logging
+from .callbacks import LAST_CHECKPOINT, TrainMonitor, write_json_atomic
+from .ema import EMA
+from .loss import create_loss
+from .lr import create_lr_schedule
+from .optim import create_optimizer
+from .train_step import TrainStep, resolve_precision
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class RunResult:
+    run_dir: str
+    epochs: int
+    history: list
+    best_top1: Optional[float]
+    best_checkpoint: Optional[str]
+    last_checkpoint: Optional[str]
+
+
+def _workers(cfg: Config) -> int:
+    return max(1, min(cfg.num_parallel_workers, os.cpu_count() or 1))
+
+
+def build_transforms(cfg: Config, is_training: bool) -> list:
+    """The recipe's train or eval transforms for the configured model."""
+    check_input_size(cfg.model, cfg.image_resize)
+    return create_transforms(
+        cfg.dataset, image_resize=cfg.image_resize, is_training=is_training, scale=tuple(cfg.scale),
+        ratio=tuple(cfg.ratio), hflip=cfg.hflip, vflip=cfg.vflip, color_jitter=cfg.color_jitter,
+        interpolation=cfg.interpolation, auto_augment=cfg.auto_augment, re_prob=cfg.re_prob,
+        re_scale=tuple(cfg.re_scale), re_ratio=tuple(cfg.re_ratio), re_value=cfg.re_value,
+        re_max_attempts=cfg.re_max_attempts, mean=tuple(cfg.mean), std=tuple(cfg.std), crop_pct=cfg.crop_pct)
+
+
+def build_eval_loader(cfg: Config, batch_size: Optional[int] = None):
+    """The full val split (never sharded, never dropping the remainder) with eval transforms."""
+    dataset = create_dataset(cfg.dataset, cfg.data_dir, cfg.val_split, shuffle=False,
+                             num_parallel_workers=_workers(cfg))
+    return create_loader(dataset, batch_size or cfg.batch_size, drop_remainder=False, is_training=False,
+                         transform=build_transforms(cfg, False), num_classes=cfg.num_classes,
+                         num_parallel_workers=_workers(cfg))
+
+
+def eval_metrics(num_classes: int) -> dict:
+    metrics = {"Top_1_Accuracy": nn.Top1CategoricalAccuracy(), "loss": nn.Loss()}
+    if num_classes >= 5:  # top-5 of fewer than 5 classes is always 1: report it as not applicable
+        metrics["Top_5_Accuracy"] = nn.Top5CategoricalAccuracy()
+    return metrics
+
+
+def named_metrics(raw: dict) -> dict:
+    out = {"Top_1_Accuracy": raw["Top_1_Accuracy"], "Top_5_Accuracy": raw.get("Top_5_Accuracy"),
+           "val_loss": raw["loss"]}
+    return out
+
+
+def _resume_path(cfg: Config) -> str:
+    if cfg.resume != "auto":
+        return cfg.resume
+    pointer = os.path.join(cfg.ckpt_save_dir, LAST_CHECKPOINT)
+    if not os.path.isfile(pointer):
+        raise FileNotFoundError(f"--resume auto: no {LAST_CHECKPOINT} in {cfg.ckpt_save_dir}; nothing to resume "
+                                f"(start without --resume, or pass a checkpoint path)")
+    with open(pointer, encoding="utf-8") as f:
+        return json.load(f)["path"]
+
+
+def train(cfg: Config, rt: Optional[Runtime] = None) -> RunResult:
+    """Train ``cfg.model`` on ``cfg.data_dir`` as the recipe says; return what the run produced."""
+    rt = rt or init_runtime(cfg)
+    run_dir = os.path.abspath(cfg.ckpt_save_dir)
+    if rt.is_main:
+        os.makedirs(run_dir, exist_ok=True)
+        setup_logging(os.path.join(run_dir, "train.log"), rt.rank)
+    else:
+        setup_logging(None, rt.rank)
+    precision = resolve_precision(cfg, rt.device)
+
+    # ---- data: every rank reads its own shard of the training split
+    train_set = create_dataset(cfg.dataset, cfg.data_dir, cfg.train_split, shuffle=cfg.shuffle,
+                               num_samples=cfg.num_samples, num_shards=rt.group_size if rt.distribute else None,
+                               shard_id=rt.rank if rt.distribute else None, num_parallel_workers=_workers(cfg),
+                               seed=cfg.seed)
+    classes = class_names(cfg.data_dir, cfg.train_split, cfg.dataset)
+    if len(classes) > cfg.num_classes:
+        raise ValueError(f"{cfg.data_dir}/{cfg.train_split} has {len(classes)} classes but num_classes is "
+                         f"{cfg.num_classes}; set --num_classes {len(classes)}")
+    loader = create_loader(train_set, cfg.batch_size, drop_remainder=cfg.drop_remainder, is_training=True,
+                           transform=build_transforms(cfg, True), num_classes=cfg.num_classes, mixup=cfg.mixup,
+                           cutmix=cfg.cutmix, mixup_prob=cfg.mixup_prob, num_parallel_workers=_workers(cfg))
+    steps_per_epoch = loader.get_dataset_size()
+    val_loader = build_eval_loader(cfg) if cfg.val_while_train else None
+
+    # ---- model, loss, schedule, optimizer
+    net = create_model(cfg.model, num_classes=cfg.num_classes, pretrained=cfg.pretrained,
+                       checkpoint_path=cfg.ckpt_path or None, in_channels=cfg.in_channels, drop_rate=cfg.drop_rate,
+                       drop_path_rate=cfg.drop_path_rate)
+    if precision.amp_level != "O0":
+        net = ms.amp.auto_mixed_precision(net, precision.amp_level)
+    loss_fn = create_loss(cfg.loss, label_smoothing=cfg.label_smoothing, reduction=cfg.reduction)
+    lr_schedule = create_lr_schedule(
+        cfg.scheduler, lr=cfg.lr, steps_per_epoch=steps_per_epoch, num_epochs=cfg.epoch_size, min_lr=cfg.min_lr,
+        warmup_epochs=cfg.warmup_epochs, warmup_factor=cfg.warmup_factor, decay_epochs=cfg.decay_epochs,
+        decay_rate=cfg.decay_rate, multi_step_decay_milestones=cfg.multi_step_decay_milestones,
+        lr_epoch_stair=cfg.lr_epoch_stair, num_cycles=cfg.num_cycles, cycle_decay=cfg.cycle_decay,
+        power=cfg.poly_power)
+    optimizer = create_optimizer(net.trainable_params(), opt=cfg.opt, lr=lr_schedule, weight_decay=cfg.weight_decay,
+                                 momentum=cfg.momentum, nesterov=cfg.use_nesterov,
+                                 weight_decay_filter=cfg.weight_decay_filter, loss_scale=1.0, eps=cfg.eps)
+    ema = EMA(net, decay=cfg.ema_decay) if cfg.ema else None
+    train_step = TrainStep(nn.WithLossCell(net, loss_fn), optimizer, precision, clip_grad=cfg.clip_grad,
+                           clip_value=cfg.clip_value, ema=ema)
+
+    # ---- resume: weights, optimizer state, LR position (optimizer global_step), epoch
+    start_epoch, best_top1 = 0, None
+    if cfg.resume or (cfg.ckpt_path and cfg.resume_opt):
+        path = _resume_path(cfg) if cfg.resume else cfg.ckpt_path
+        state = load_checkpoint(path)
+        # The LR schedule is recomputed from the recipe (epoch_size may have grown); its position
+        # is the optimizer's global_step, which is restored.
+        state.pop("learning_rate", None)
+        missing, _ = ms.load_param_into_net(train_step, state, strict_load=False)
+        missing = [m for m in missing if m != "learning_rate"]
+        missing = [m for m in missing if not m.startswith("ema.") or cfg.ema]
+        if missing:
+            raise ValueError(f"cannot resume from {path}: it lacks {len(missing)} parameters of this run "
+                             f"({missing[:3]}...); is it a checkpoint of another model or recipe?")
+        start_epoch = int(state["epoch_num"].asnumpy()) if "epoch_num" in state else 0
+        if "train_state.best_top1" in state and float(state["train_state.best_top1"].asnumpy()) >= 0:
+            best_top1 = float(state["train_state.best_top1"].asnumpy())
+        if start_epoch >= cfg.epoch_size:
+            raise ValueError(f"{path} is from epoch {start_epoch}; epoch_size {cfg.epoch_size} leaves nothing to "
+                             f"train (raise --epoch_size)")
+        # Continue the shuffle sequence where the interrupted run left it.
+        if hasattr(getattr(train_set, "sampler", None), "epoch"):
+            train_set.sampler.epoch = start_epoch
+        _logger.info("resumed from %s: epoch %d, global step %d", path, start_epoch,
+                     int(optimizer.global_step.asnumpy().reshape(-1)[0]))
+
+    if rt.is_main:
+        save_config(cfg, os.path.join(run_dir, "config.yaml"))
+        write_json_atomic(os.path.join(run_dir, "classes.json"), classes)
+
+    eval_net = nn.WithEvalCell(net, loss_fn)
+    model = ms.train.Model(train_step, eval_network=eval_net, metrics=eval_metrics(cfg.num_classes),
+                           eval_indexes=[0, 1, 2])
+
+    def evaluate() -> dict:
+        if ema is not None:
+            ema.swap_in()
+        try:
+            return named_metrics(model.eval(val_loader, dataset_sink_mode=False))
+        finally:
+            if ema is not None:
+                ema.swap_out()
+
+    sink = cfg.dataset_sink_mode and cfg.mode == 0
+    global_batch = cfg.batch_size * rt.group_size
+    monitor = TrainMonitor(
+        run_dir if rt.is_main else None, cfg.model, lr_schedule, global_batch, cfg.epoch_size,
+        evaluate=evaluate if val_loader is not None else None, val_interval=cfg.val_interval,
+        ckpt_interval=cfg.ckpt_save_interval, keep_checkpoint_max=cfg.keep_checkpoint_max,
+        save_params=lambda: train_step, log_interval=cfg.log_interval, sink_mode=sink, start_epoch=start_epoch,
+        start_step=start_epoch * steps_per_epoch, best_top1=best_top1)
+    params = sum(int(np.prod(p.shape)) for p in net.get_parameters())
+    _logger.info("model %s: %.2fM params (BN statistics included), %d classes; data %s/%s: %d steps/epoch of "
+                 "batch %d x %d device(s) = global batch %d; lr %g (%s, warmup %g epochs), %s %s; %s; sink mode %s",
+                 cfg.model, params / 1e6, cfg.num_classes, cfg.data_dir, cfg.train_split, steps_per_epoch,
+                 cfg.batch_size, rt.group_size, global_batch, cfg.lr, cfg.scheduler, cfg.warmup_epochs, cfg.opt,
+                 f"wd {cfg.weight_decay:g} ({cfg.weight_decay_filter})", precision.describe(), sink)
+    if rt.is_main:
+        _logger.info("run directory: %s", run_dir)
+    model.train(cfg.epoch_size, loader, callbacks=[monitor], dataset_sink_mode=sink, initial_epoch=start_epoch)
+    return RunResult(run_dir=run_dir, epochs=cfg.epoch_size, history=monitor.history, best_top1=monitor.best_top1,
+                     best_checkpoint=monitor.best_path, last_checkpoint=monitor.last_checkpoint())

@@ -1,0 +1,25 @@
+"""Train a MobileNet from a YAML recipe.
+
+    python train.py -c configs/mobilenetv3/mobilenet_v3_small_digits_cpu.yaml
+    msrun --worker_num 8 python train.py -c configs/mobilenetv3/mobilenet_v3_small_ascend.yaml --data_dir /data/imagenet
+    python train.py -c RECIPE --data_dir DIR --distribute False --lr 0.1     # any recipe key can be overridden
+"""
+import sys
+
+import mindcv_mobile  # noqa: F401  (first: sets CPU speed defaults before MindSpore loads)
+from mindcv_mobile.cli import run_main
+from mindcv_mobile.config import parse_args
+from mindcv_mobile.training import train
+
+
+def main(argv=None) -> int:
+    cfg, _ = parse_args(argv, description="Train a MobileNet from a YAML recipe")
+    result = train(cfg)
+    if result.best_top1 is not None:
+        print(f"best val top-1 {100 * result.best_top1:.2f}% -> {result.best_checkpoint}")
+    print(f"run directory: {result.run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main, "train.py"))
