@@ -7,7 +7,7 @@ from typing import Callable
 
 # Failures a user can fix from the message (bad path, bad value, no launcher, diverged loss);
 # anything else is a bug and keeps its traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, RuntimeError, FloatingPointError)
+USER_ERRORS = (ValueError, OSError, RuntimeError, FloatingPointError)
 
 
 def run_main(main: Callable[[], int], prog: str) -> int:

@@ -30,6 +30,10 @@ TRAIN_STATE_PREFIXES = ("moments.", "accum.", "moment1.", "moment2.", "mean_grad
                         "train_state.")
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, no permission); nothing was replaced."""
+
+
 @dataclasses.dataclass
 class LoadReport:
     """What a weight load did. ``missing``: network params left at init; ``unexpected``:
@@ -90,14 +94,24 @@ def save_checkpoint(params, path: str, append_dict: Optional[dict] = None) -> st
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".ckpt", dir=folder)
-    os.close(fd)
+    tmp = None
     try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".ckpt", dir=folder)
+        os.close(fd)
         ms.save_checkpoint(params, tmp, append_dict=append_dict)
+        # On disk before the rename makes it visible: a crash right after cannot leave an
+        # empty file under the real name.
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
+        kept = " (the previous file there is intact)" if os.path.exists(path) else ""
+        raise CheckpointWriteError(getattr(err, "errno", None) or 0,
+                                   f"cannot write checkpoint {path}: {reason}{kept}") from err
     finally:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.remove(tmp)
     return path
 
