@@ -318,8 +318,28 @@ def default_num_workers() -> int:
 
 
 # --------------------------------------------------------------------------- readers
+_SCAN_CACHE: dict = {}
+
+
+def _scan_cached(root: str, split: str) -> ImageFolderIndex:
+    """``scan_image_folder``, remembered while the split's folders are unchanged (mtimes), so a
+    trainer that rebuilds its pipeline every epoch does not rescan ImageNet every epoch."""
+    split_dir = os.path.abspath(os.path.join(root, split))
+    try:
+        stamp = (os.stat(split_dir).st_mtime_ns,) + tuple(
+            sorted((e.name, e.stat().st_mtime_ns) for e in os.scandir(split_dir) if e.is_dir()))
+    except OSError:
+        return scan_image_folder(root, split)  # raises the descriptive error
+    key = (split_dir, stamp)
+    if key not in _SCAN_CACHE:
+        if len(_SCAN_CACHE) >= 8:
+            _SCAN_CACHE.clear()
+        _SCAN_CACHE[key] = scan_image_folder(root, split)
+    return _SCAN_CACHE[key]
+
+
 def _create_imagefolder(root, split, sampler_args, workers):
-    index = scan_image_folder(root, split)
+    index = _scan_cached(root, split)
     sampler = ShardSampler(len(index), **sampler_args)
     if len(sampler) == 0:
         raise ValueError(f"{index.split_dir!r} has {len(index)} images, too few for "
@@ -372,6 +392,7 @@ def create_dataset(
     shard_id: int | None = None,
     num_parallel_workers: int | None = None,
     seed: int | None = None,
+    epoch: int = 0,
 ):
     """A ``mindspore.dataset`` with columns ("image", "label") for one split, one shard.
 
@@ -386,6 +407,8 @@ def create_dataset(
         num_shards, shard_id: this process's part of the data (rank, group size).
         num_parallel_workers: reader threads; default min(8, cpu count).
         seed: shuffle seed; None -> ``mindspore.dataset.config.get_seed()`` so every rank agrees.
+        epoch: the epoch the first iteration is; the shuffle order of epoch e depends only on
+            (seed, e), so a resumed run sees the same order as an uninterrupted one.
     """
     key = str(name).lower()
     if key not in DATASET_READERS:
@@ -401,4 +424,6 @@ def create_dataset(
     sampler_args = dict(shuffle=bool(shuffle),
                         num_samples=None if num_samples is None else int(num_samples),
                         num_shards=num_shards, shard_id=shard_id, seed=int(seed))
-    return DATASET_READERS[key](root, split, sampler_args, workers)
+    dataset = DATASET_READERS[key](root, split, sampler_args, workers)
+    dataset.sampler.epoch = int(epoch)
+    return dataset
