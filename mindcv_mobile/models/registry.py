@@ -208,3 +208,19 @@ for _arch, _tag, _alpha, _file, _params, _top1, _top5 in [
         ModelCfg(url=_mindcv(f"mobilenetv3/{_file}") if _file else "", classifier="classifier.3",
                  params_m=_params, top1=_top1, top5=_top5,
                  recipe=f"configs/mobilenetv3/mobilenet_v3_{_arch}_ascend.yaml" if _file else ""))
+
+# mindcv's current README rows: the same networks retrained with the same recipes on 8 Ascend 910*
+# (Atlas 800T A2, MindSpore 2.5.0, graph mode, jit level O2). The records above keep the
+# D910x8-G release that mindcv's default_cfgs, and so pretrained=True here, point at; these
+# weights load with checkpoint_path=. The family READMEs (configs/<family>/README.md) are
+# checked against both.
+_MINDCV_910V2_URL = "https://download-mindspore.osinfra.cn/toolkits/mindcv/mobilenet"
+PUBLISHED_910V2 = {
+    _name: dataclasses.replace(get_model_cfg(_name), url=f"{_MINDCV_910V2_URL}/{_path}", top1=_top1, top5=_top5)
+    for _name, _path, _top1, _top5 in [
+        ("mobilenet_v1_025", "mobilenetv1/mobilenet_v1_025-cbe3d3b3-910v2.ckpt", 54.05, 77.74),
+        ("mobilenet_v2_075", "mobilenetv2/mobilenet_v2_075-755932c4-910v2.ckpt", 69.73, 89.35),
+        ("mobilenet_v3_small_100", "mobilenetv3/mobilenet_v3_small_100-6fa3c17d-910v2.ckpt", 68.07, 87.77),
+        ("mobilenet_v3_large_100", "mobilenetv3/mobilenet_v3_large_100-bd4e7bdc-910v2.ckpt", 75.59, 92.57),
+    ]
+}
