@@ -11,9 +11,13 @@ import sys
 
 _logger = logging.getLogger(__name__)
 
-# MindSpore 2.10's oneDNN picks an AVX-512 code path for non-1x1 convolutions on AVX-512 CPUs
-# that is a slow reference kernel (a 3x3 depthwise conv runs ~25x slower than under AVX2).
-# Capping the ISA must happen before MindSpore loads oneDNN, i.e. before `import mindspore`.
+# MindSpore 2.10 hands oneDNN plain NCHW tensors. On any CPU with AVX-512 (the choice depends on
+# the ISA, not the vendor) its oneDNN then runs every convolution but 1x1 as
+# "jit_uni_ncsp:conv+ref:any", a reference kernel: a 3x3 depthwise conv, 144 ch at 56x56, batch
+# 32, takes 1.3 s forward instead of 54 ms; capped at AVX2 it picks "gemm:jit" (both seen with
+# ONEDNN_VERBOSE=1). Whole train steps run 4-8x faster capped; what the cap could cost on another
+# AVX-512 CPU (AVX-512 GEMMs for 1x1 convs) is what `benchmarks/bench.py --variants ours,ours_noisa`
+# measures. It must be set before MindSpore loads oneDNN, i.e. before `import mindspore`.
 ISA_ENV = "ONEDNN_MAX_CPU_ISA"
 ISA_CAP = "AVX2"
 
@@ -38,7 +42,7 @@ def apply_cpu_isa_default() -> str:
     if "avx512f" not in _cpu_flags():
         return f"{ISA_ENV} unset (no AVX-512 on this CPU)"
     os.environ[ISA_ENV] = ISA_CAP
-    return f"{ISA_ENV}={ISA_CAP} (AVX-512 CPU: avoids MindSpore 2.10's slow AVX-512 conv path)"
+    return f"{ISA_ENV}={ISA_CAP} (AVX-512 CPU: avoids oneDNN's reference NCHW conv kernel)"
 
 
 ISA_SETTING = apply_cpu_isa_default()
@@ -54,7 +58,12 @@ import numpy as np  # noqa: E402
 
 DEVICES = ("Ascend", "GPU", "CPU")
 # Environment variables msrun (and the older mpirun/rank-table launchers) set for each worker.
+# msrun (MindSpore 2.10, checked in parallel/cluster/process_entity/_api.py and by running it) sets
+# MS_ROLE (MS_WORKER; MS_SCHED for its scheduler process, which runs the same script), MS_WORKER_NUM,
+# MS_SCHED_HOST/PORT, MS_TOPO_TIMEOUT, RANK_SIZE, DEVICE_ID, and RANK_ID / MS_NODE_ID when the rank
+# is known before init(); RANK_TABLE_FILE only with --rank_table_file.
 LAUNCHER_ENV = ("MS_WORKER_NUM", "MS_ROLE", "RANK_TABLE_FILE", "OMPI_COMM_WORLD_SIZE")
+MSRUN_ROLES = ("MS_WORKER", "MS_SCHED")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,14 +75,27 @@ class Runtime:
     rank: int = 0
     group_size: int = 1
     distribute: bool = False
+    speed: str = ""  # the speed defaults applied (threads, data workers, sink mode), for the log
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def describe(self) -> str:
+        """One line for the run's log: versions, device, mode, CPU ISA, rank and pid."""
+        # The pid lets scripts/run_distribute_train.sh name the rank of a worker msrun reports dead.
+        return (f"MindSpore {ms.__version__} on {self.device}, {'graph' if self.mode == 0 else 'PyNative'} mode, "
+                f"{ISA_SETTING}{'; ' + self.speed if self.speed else ''}; rank {self.rank} of {self.group_size} "
+                f"(pid {os.getpid()})")
+
 
 def launched_by_launcher() -> bool:
     return any(os.environ.get(k) for k in LAUNCHER_ENV)
+
+
+def launched_by_msrun() -> bool:
+    """True in a process msrun started: one of its workers or its scheduler."""
+    return os.environ.get("MS_ROLE") in MSRUN_ROLES
 
 
 def pick_device(requested: str = "auto") -> str:
@@ -96,6 +118,63 @@ def set_seed(seed: int) -> None:
     ms.dataset.config.set_seed(seed)
 
 
+def cpu_cores() -> int:
+    """Cores this process may run on (its affinity mask: taskset, cgroup cpusets), not the host's."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def data_workers(requested: int) -> int:
+    """Dataset workers: the recipe's ``num_parallel_workers`` (8 in mindcv's recipes), at most one
+    per core; more only time-slice the same cores and add a copy of the pipeline each."""
+    return max(1, min(int(requested), cpu_cores()))
+
+
+# What init_runtime decided for the CPU, for the log line and for benchmarks/bench.py.
+CPU_SETTINGS: dict = {}
+
+
+def _apply_cpu_threads() -> str:
+    """One MindSpore CPU kernel thread per core of this process's affinity mask. MindSpore sizes
+    its pool from the host's core count (up to 25), which oversubscribes a process pinned to
+    fewer cores. The setting is process-wide and may be made once: a value set before (by the
+    user, or an earlier init_runtime) is kept."""
+    if "threads" in CPU_SETTINGS:
+        return CPU_SETTINGS["threads_note"]
+    threads = cpu_cores()
+    try:
+        ms.device_context.cpu.op_tuning.threads_num(threads)
+        note = f"{threads} CPU kernel threads (one per core)"
+    except RuntimeError:  # "can not be set repeatedly": the user set it before init_runtime
+        threads, note = None, "CPU kernel threads as set before init_runtime"
+    CPU_SETTINGS.update(threads=threads, threads_note=note)
+    return note
+
+
+def resolve_sink_mode(cfg, device: str) -> bool:
+    """Whether Model.train feeds the device through a data queue (``dataset_sink_mode``).
+
+    Only in graph mode. The recipe's value is kept on every device: on CPU, sink mode was measured
+    faster (it saves the per-step Python round trip; see benchmarks/README.md)."""
+    return bool(cfg.dataset_sink_mode) and cfg.mode == 0
+
+
+def speed_defaults(cfg, device: str) -> str:
+    """Apply the speed defaults for ``device`` and say what they are, in one line. The ISA cap was
+    applied at import; the amp level is resolved in ``training/train_step.py``."""
+    sink = resolve_sink_mode(cfg, device)
+    workers = data_workers(cfg.num_parallel_workers)
+    parts = [f"{workers} data workers" + (f" (recipe {cfg.num_parallel_workers}, {cpu_cores()} cores)"
+                                         if workers != cfg.num_parallel_workers else ""),
+             f"dataset sink mode {'on' if sink else 'off'}"]
+    if device == "CPU":
+        parts.insert(0, _apply_cpu_threads())
+    CPU_SETTINGS.update(sink_mode=sink, data_workers=workers)
+    return ", ".join(parts)
+
+
 def init_runtime(cfg) -> Runtime:
     """Set device, execution mode, jit level, distribution and seeds from a Config; log it once."""
     device = pick_device(cfg.device_target)
@@ -109,8 +188,18 @@ def init_runtime(cfg) -> Runtime:
     if distribute and not launched_by_launcher():
         raise RuntimeError(
             "distribute=True needs a launcher that starts one process per device, e.g.\n"
-            "  msrun --worker_num 8 --local_worker_num 8 python train.py -c RECIPE ...\n"
+            "  msrun --worker_num 8 --local_worker_num 8 --join True python train.py -c RECIPE ...\n"
             "or run standalone with --distribute False")
+    if not distribute and launched_by_msrun():
+        # msrun runs the script in every worker and in its scheduler: standalone, each would train
+        # the same run into the same run directory (measured: 3 runs for --worker_num 2).
+        workers = os.environ.get("MS_WORKER_NUM", "?")
+        if not origin.endswith((".yaml", ".yml")):
+            raise RuntimeError(f"distribute=False but msrun started this process (one of its {workers} workers "
+                               f"or its scheduler): drop --distribute False, or run python train.py without msrun")
+        _logger.warning("%s sets distribute: False but msrun started this process (%s workers): training "
+                        "data-parallel", origin, workers)
+        distribute = True
     if ms.get_context("device_target") != device:
         # set_device may only be called before the first kernel runs (a second train() in one
         # process, e.g. tests, must not call it again).
@@ -127,11 +216,10 @@ def init_runtime(cfg) -> Runtime:
         ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
                                      device_num=group_size)
     set_seed(cfg.seed)
-    rt = Runtime(device=device, mode=cfg.mode, rank=rank, group_size=group_size, distribute=distribute)
-    _logger.info("runtime: MindSpore %s on %s, %s mode%s, %s; rank %d of %d, seed %d", ms.__version__, device,
-                 "graph" if cfg.mode == 0 else "PyNative",
-                 f" (jit_level {cfg.jit_level})" if cfg.jit_level and device == "Ascend" else "",
-                 ISA_SETTING, rank, group_size, cfg.seed)
+    rt = Runtime(device=device, mode=cfg.mode, rank=rank, group_size=group_size, distribute=distribute,
+                 speed=speed_defaults(cfg, device))
+    _logger.info("runtime: %s, seed %d%s", rt.describe(), cfg.seed,
+                 f", jit_level {cfg.jit_level}" if cfg.jit_level and device == "Ascend" else "")
     return rt
 
 

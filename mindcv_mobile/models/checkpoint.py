@@ -27,7 +27,7 @@ CACHE_ENV = "MINDCV_MOBILE_HOME"
 TRAIN_STATE_PREFIXES = ("moments.", "accum.", "moment1.", "moment2.", "mean_grad.", "mean_square.", "beta1_power",
                         "beta2_power", "learning_rate", "global_step", "scale_sense", "current_iterator_step",
                         "last_overflow_iterator_step", "epoch_num", "step_num", "loss_scale", "ema.", "adam_",
-                        "train_state.")
+                        "train_state.", "momentum")
 
 
 class CheckpointWriteError(OSError):
@@ -45,7 +45,8 @@ class LoadReport:
     head: str = "loaded"
 
     def __str__(self) -> str:
-        return (f"loaded {self.path}: head {self.head}; {len(self.missing)} missing "
+        why = " (mindcv's 1001-class release, unused last logit)" if self.head.startswith("sliced") else ""
+        return (f"loaded {self.path}: head {self.head}{why}; {len(self.missing)} missing "
                 f"{self.missing[:5]}; {len(self.unexpected)} unexpected {self.unexpected[:5]}")
 
 
@@ -173,8 +174,6 @@ def load_model_weights(net: nn.Cell, source, cfg: Optional[ModelCfg] = None, str
         # Head params were skipped as a group: no partial head (weight without bias).
         to_load = {k: v for k, v in to_load.items() if not k.startswith(classifier + ".")}
         _logger.warning("%s: classifier %s, kept at initialisation for fine-tuning", path, head)
-    elif head.startswith("sliced"):
-        _logger.info("%s: classifier %s (mindcv's 1001-class release, unused last logit)", path, head)
     ms.load_param_into_net(net, to_load, strict_load=False)
     missing = [n for n in own if n not in to_load and not (head.startswith("dropped") and n.startswith(classifier + "."))]
     unexpected = [n for n in ckpt if n not in own and not _is_train_state(n)]

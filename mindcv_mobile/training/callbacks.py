@@ -1,6 +1,7 @@
 """What happens at the end of every step and epoch: logging, validation, checkpoints, metrics.
 
-Only rank 0 writes (checkpoints, ``metrics.jsonl``); every rank logs to its own stream.
+Only rank 0 writes (checkpoints, ``metrics.jsonl``); every rank logs to its own stream. Under
+data parallelism the BatchNorm statistics are averaged over ranks before validation and saving.
 """
 from __future__ import annotations
 
@@ -38,6 +39,50 @@ def append_jsonl(path: str, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+BN_STATISTICS = ("moving_mean", "moving_variance")
+
+
+class SyncBatchNormStatistics(Callback):
+    """Average the BatchNorm moving statistics over the data-parallel ranks at every epoch end.
+
+    Data parallelism all-reduces gradients, so trainable weights stay identical on every rank, but
+    each rank's BatchNorm keeps the running mean/variance of its own shard. Averaging them (timm's
+    ``--dist-bn reduce``) before validation and checkpointing makes every rank hold the same
+    network, so rank 0's checkpoint and validation stand for all of them. Must run before the
+    callback that validates and saves. EMA shadows of the statistics (``ema.*``) are averaged too.
+
+    Args:
+        cell: the Cell whose parameters are averaged (the train step: network, EMA, optimizer).
+        group_size: number of ranks.
+    """
+
+    def __init__(self, cell, group_size: int) -> None:
+        super().__init__()
+        self.params = [p for p in cell.get_parameters() if p.name.endswith(BN_STATISTICS)]
+        self.group_size = group_size
+
+    def synchronize(self) -> None:
+        """One all-reduce of all statistics, flattened: the same call on every rank."""
+        if self.group_size <= 1 or not self.params:
+            return
+        import mindspore as ms
+        from mindspore import ops
+
+        arrays = [p.asnumpy() for p in self.params]
+        flat = np.concatenate([a.reshape(-1).astype(np.float32) for a in arrays])
+        # The primitive runs eagerly in graph and PyNative mode on CPU and Ascend (MindSpore 2.10);
+        # CPU collectives only support sum.
+        total = ops.AllReduce()(ms.Tensor(flat)).asnumpy() / self.group_size
+        offset = 0
+        for param, array in zip(self.params, arrays):
+            part = total[offset:offset + array.size].reshape(array.shape).astype(array.dtype)
+            param.set_data(ms.Tensor(part))
+            offset += array.size
+
+    def on_train_epoch_end(self, run_context):
+        self.synchronize()
 
 
 class TrainMonitor(Callback):

@@ -18,11 +18,12 @@ import numpy as np
 from mindspore import nn
 
 from ..config import Config, save_config
-from ..data import class_names, create_dataset, create_loader, create_transforms
-from ..models import create_model, get_model_cfg, load_checkpoint
-from ..models.registry import check_input_size
-from ..runtime import Runtime, init_runtime, setup_logging
-from .callbacks import LAST_CHECKPOINT, TrainMonitor, write_json_atomic
+from ..data import class_names, create_dataset, create_loader
+from ..evaluation import build_eval_loader, build_transforms, eval_metrics, named_metrics
+from ..models import create_model, load_checkpoint
+from ..quant import quantize_from_config
+from ..runtime import Runtime, data_workers, init_runtime, resolve_sink_mode, setup_logging
+from .callbacks import LAST_CHECKPOINT, SyncBatchNormStatistics, TrainMonitor, write_json_atomic
 from .ema import EMA
 from .loss import create_loss
 from .lr import create_lr_schedule
@@ -43,40 +44,7 @@ class RunResult:
 
 
 def _workers(cfg: Config) -> int:
-    return max(1, min(cfg.num_parallel_workers, os.cpu_count() or 1))
-
-
-def build_transforms(cfg: Config, is_training: bool) -> list:
-    """The recipe's train or eval transforms for the configured model."""
-    check_input_size(cfg.model, cfg.image_resize)
-    return create_transforms(
-        cfg.dataset, image_resize=cfg.image_resize, is_training=is_training, scale=tuple(cfg.scale),
-        ratio=tuple(cfg.ratio), hflip=cfg.hflip, vflip=cfg.vflip, color_jitter=cfg.color_jitter,
-        interpolation=cfg.interpolation, auto_augment=cfg.auto_augment, re_prob=cfg.re_prob,
-        re_scale=tuple(cfg.re_scale), re_ratio=tuple(cfg.re_ratio), re_value=cfg.re_value,
-        re_max_attempts=cfg.re_max_attempts, mean=tuple(cfg.mean), std=tuple(cfg.std), crop_pct=cfg.crop_pct)
-
-
-def build_eval_loader(cfg: Config, batch_size: Optional[int] = None):
-    """The full val split (never sharded, never dropping the remainder) with eval transforms."""
-    dataset = create_dataset(cfg.dataset, cfg.data_dir, cfg.val_split, shuffle=False,
-                             num_parallel_workers=_workers(cfg))
-    return create_loader(dataset, batch_size or cfg.batch_size, drop_remainder=False, is_training=False,
-                         transform=build_transforms(cfg, False), num_classes=cfg.num_classes,
-                         num_parallel_workers=_workers(cfg))
-
-
-def eval_metrics(num_classes: int) -> dict:
-    metrics = {"Top_1_Accuracy": nn.Top1CategoricalAccuracy(), "loss": nn.Loss()}
-    if num_classes >= 5:  # top-5 of fewer than 5 classes is always 1: report it as not applicable
-        metrics["Top_5_Accuracy"] = nn.Top5CategoricalAccuracy()
-    return metrics
-
-
-def named_metrics(raw: dict) -> dict:
-    out = {"Top_1_Accuracy": raw["Top_1_Accuracy"], "Top_5_Accuracy": raw.get("Top_5_Accuracy"),
-           "val_loss": raw["loss"]}
-    return out
+    return data_workers(cfg.num_parallel_workers)
 
 
 def _resume_path(cfg: Config) -> str:
@@ -99,6 +67,8 @@ def train(cfg: Config, rt: Optional[Runtime] = None) -> RunResult:
         setup_logging(os.path.join(run_dir, "train.log"), rt.rank)
     else:
         setup_logging(None, rt.rank)
+    # init_runtime logged this before the handlers above existed.
+    _logger.info("runtime: %s", rt.describe())
     precision = resolve_precision(cfg, rt.device)
 
     # ---- data: every rank reads its own shard of the training split
@@ -120,6 +90,8 @@ def train(cfg: Config, rt: Optional[Runtime] = None) -> RunResult:
     net = create_model(cfg.model, num_classes=cfg.num_classes, pretrained=cfg.pretrained,
                        checkpoint_path=cfg.ckpt_path or None, in_channels=cfg.in_channels, drop_rate=cfg.drop_rate,
                        drop_path_rate=cfg.drop_path_rate)
+    if cfg.quant:  # QAT MobileNetV2 on the float weights just loaded (mindcv_mobile/quant)
+        net = quantize_from_config(net, cfg)
     if precision.amp_level != "O0":
         net = ms.amp.auto_mixed_precision(net, precision.amp_level)
     loss_fn = create_loss(cfg.loss, label_smoothing=cfg.label_smoothing, reduction=cfg.reduction)
@@ -166,7 +138,8 @@ def train(cfg: Config, rt: Optional[Runtime] = None) -> RunResult:
         save_config(cfg, os.path.join(run_dir, "config.yaml"))
         write_json_atomic(os.path.join(run_dir, "classes.json"), classes)
 
-    eval_net = nn.WithEvalCell(net, loss_fn)
+    # Per-image eval loss, averaged per image: the same number validate.py reports.
+    eval_net = nn.WithEvalCell(net, create_loss(cfg.loss, label_smoothing=cfg.label_smoothing, reduction="none"))
     model = ms.train.Model(train_step, eval_network=eval_net, metrics=eval_metrics(cfg.num_classes),
                            eval_indexes=[0, 1, 2])
 
@@ -179,7 +152,7 @@ def train(cfg: Config, rt: Optional[Runtime] = None) -> RunResult:
             if ema is not None:
                 ema.swap_out()
 
-    sink = cfg.dataset_sink_mode and cfg.mode == 0
+    sink = resolve_sink_mode(cfg, rt.device)
     global_batch = cfg.batch_size * rt.group_size
     monitor = TrainMonitor(
         run_dir if rt.is_main else None, cfg.model, lr_schedule, global_batch, cfg.epoch_size,
@@ -193,8 +166,20 @@ def train(cfg: Config, rt: Optional[Runtime] = None) -> RunResult:
                  cfg.model, params / 1e6, cfg.num_classes, cfg.data_dir, cfg.train_split, steps_per_epoch,
                  cfg.batch_size, rt.group_size, global_batch, cfg.lr, cfg.scheduler, cfg.warmup_epochs, cfg.opt,
                  f"wd {cfg.weight_decay:g} ({cfg.weight_decay_filter})", precision.describe(), sink)
+    callbacks = [monitor]
+    if rt.distribute and rt.group_size > 1:
+        _logger.info("data parallel over %d ranks: lr %g is used as set, not rescaled for global batch %d (linear "
+                     "rule: lr x new global batch / the recipe's global batch); BatchNorm statistics averaged over "
+                     "ranks every epoch", rt.group_size, cfg.lr, global_batch)
+        callbacks.insert(0, SyncBatchNormStatistics(train_step, rt.group_size))
     if rt.is_main:
         _logger.info("run directory: %s", run_dir)
-    model.train(cfg.epoch_size, loader, callbacks=[monitor], dataset_sink_mode=sink, initial_epoch=start_epoch)
+    try:
+        model.train(cfg.epoch_size, loader, callbacks=callbacks, dataset_sink_mode=sink, initial_epoch=start_epoch)
+    except Exception as err:
+        if rt.distribute:
+            # Named here because msrun reports only the pid of the first worker it sees exit.
+            _logger.error("rank %d of %d failed: %s: %s", rt.rank, rt.group_size, type(err).__name__, err)
+        raise
     return RunResult(run_dir=run_dir, epochs=cfg.epoch_size, history=monitor.history, best_top1=monitor.best_top1,
                      best_checkpoint=monitor.best_path, last_checkpoint=monitor.last_checkpoint())
