@@ -146,6 +146,16 @@ SCHEMA = {
         "aux_factor": _k(0.0, "float", "accepted for mindcv recipes (MobileNets have no aux head)"),
         "reduction": _k("mean", "str", "loss reduction", choices=("mean", "sum")),
     },
+    # Quantization-aware training (mindcv_mobile/quant): MobileNetV2, int8 weights per channel,
+    # uint8 activations, BN folded. Step counts are optimizer steps of this run.
+    "quant": {
+        "quant": _k(False, "bool", "quantization-aware training / evaluation / int8 export of MobileNetV2"),
+        "quant_delay": _k(10_000_000, "int", "steps during which activation observers track their EMA "
+                          "min/max; then the ranges freeze (default: never, as MindSpore 1.x)"),
+        "freeze_bn": _k(10_000_000, "int", "steps that use batch statistics in the folded conv-BN; then the "
+                        "moving statistics, frozen (default: never, MindSpore 1.x's value)"),
+        "quant_ema_decay": _k(0.999, "float", "decay of the observers' min/max moving average"),
+    },
 }
 
 KEYS = {name: key for group in SCHEMA.values() for name, key in group.items()}
@@ -194,6 +204,15 @@ def _type_error(name: str, key: Key, value, source: str) -> ConfigError:
     return ConfigError(f"{source}: {name} must be {want}, got {value!r}")
 
 
+def _number_string(value):
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
 def coerce(name: str, value, source: str = "config"):
     """Check ``value`` against the schema for ``name`` and return it in the key's type."""
     key = KEYS[name]
@@ -219,6 +238,8 @@ def coerce(name: str, value, source: str = "config"):
                 raise _type_error(name, key, value, source)
         out = value
     elif kind == "float":
+        # PyYAML (YAML 1.1) reads 1e-5 without a dot as a string; Python reads it as a number.
+        value = _number_string(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _type_error(name, key, value, source)
         out = float(value)
@@ -230,6 +251,7 @@ def coerce(name: str, value, source: str = "config"):
         if not isinstance(value, (list, tuple)) or (key.length and len(value) != key.length):
             raise _type_error(name, key, value, source)
         item = float if kind == "floats" else int
+        value = [_number_string(v) for v in value]
         if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
             raise _type_error(name, key, value, source)
         if item is int and any(float(v) != int(v) for v in value):
@@ -256,7 +278,11 @@ def read_yaml(path: str) -> dict:
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        raise ConfigError(f"{path}: YAML syntax error at {where}: {err.problem or err}") from None
+        # An unclosed bracket or quote is noticed on a later line; the context says where it opened.
+        opened = err.context_mark
+        context = (f" ({err.context} started at line {opened.line + 1})"
+                   if err.context and opened and err.problem_mark and opened.line != err.problem_mark.line else "")
+        raise ConfigError(f"{path}: YAML syntax error at {where}: {err.problem or err}{context}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -341,7 +367,27 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("set either resume (continue a run) or ckpt_path (start from weights), not both")
     if cfg.pretrained and cfg.ckpt_path:
         raise ConfigError("set either pretrained: True or ckpt_path, not both")
+    if cfg.quant:
+        _validate_quant(cfg)
     return cfg
+
+
+def _validate_quant(cfg: Config) -> None:
+    if not cfg.model.startswith("mobilenet_v2_"):
+        raise ConfigError(f"quant: True supports the mobilenet_v2_* models, got model {cfg.model}")
+    for name in ("amp_level", "val_amp_level"):
+        # Observer ranges and folded-BN statistics are float32 arithmetic.
+        if cfg[name] != "O0":
+            raise ConfigError(f"quant: True trains and evaluates in float32; set {name}: O0, got {cfg[name]}")
+    if cfg.ema:
+        raise ConfigError("quant: True does not support ema: True (the QAT state is not averaged); set ema: False")
+    if cfg.quant_delay < 1:
+        raise ConfigError(f"quant_delay must be >= 1 step (observers need one batch to get a range), "
+                          f"got {cfg.quant_delay}")
+    if cfg.freeze_bn < 0:
+        raise ConfigError(f"freeze_bn must be >= 0 steps, got {cfg.freeze_bn}")
+    if not 0.0 <= cfg.quant_ema_decay < 1.0:
+        raise ConfigError(f"quant_ema_decay must be in [0, 1), got {cfg.quant_ema_decay}")
 
 
 def load_config(recipe: Optional[str] = None, overrides: Optional[dict] = None) -> Config:

@@ -102,3 +102,9 @@ def test_saved_config_reloads_identically(tmp_path):
     path = save_config(cfg, str(tmp_path / "run" / "config.yaml"))
     assert load_config(path) == cfg
     assert set(yaml.safe_load(open(path))) == set(KEYS)
+
+
+def test_exponent_numbers_without_a_dot(tmp_path):
+    # YAML 1.1 reads these as strings; recipes and command lines mean numbers.
+    cfg, _ = parse_args(["-c", write(tmp_path, "weight_decay: 4e-5\nscale: [8e-2, 1]\n"), "--lr", "1e-3"])
+    assert (cfg.weight_decay, cfg.scale, cfg.lr) == (4e-5, [0.08, 1.0], 1e-3)

@@ -80,7 +80,9 @@ def test_resume_continues_from_saved_epoch(trained, digits_root, tmp_path):
     cfg = digits_cfg(digits_root, resumed_dir, epoch_size=5, decay_epochs=4, resume="auto")
     before = ms.load_checkpoint(result.last_checkpoint)
     out = train(cfg)
-    assert [row["epoch"] for row in out.history] == [5]
+    # the run's history continues the resumed run's rows
+    assert [row["epoch"] for row in out.history] == [1, 2, 3, 4, 5]
+    assert out.history[:4] == result.history
     after = ms.load_checkpoint(out.last_checkpoint)
     assert int(after["global_step"].asnumpy().reshape(-1)[0]) == 5 * 44
     assert not np.array_equal(after["features.0.weight"].asnumpy(), before["features.0.weight"].asnumpy())

@@ -33,6 +33,10 @@ TRAIN_STATE_PREFIXES = ("moments.", "accum.", "moment1.", "moment2.", "mean_grad
 class CheckpointWriteError(OSError):
     """A checkpoint could not be written (disk full, no permission); nothing was replaced."""
 
+    def __str__(self) -> str:
+        # The message already names the path and the reason; OSError would prefix "[Errno 28] ".
+        return self.strerror or super().__str__()
+
 
 @dataclasses.dataclass
 class LoadReport:
@@ -174,6 +178,13 @@ def load_model_weights(net: nn.Cell, source, cfg: Optional[ModelCfg] = None, str
         # Head params were skipped as a group: no partial head (weight without bias).
         to_load = {k: v for k, v in to_load.items() if not k.startswith(classifier + ".")}
         _logger.warning("%s: classifier %s, kept at initialisation for fine-tuning", path, head)
+    if not to_load:
+        # Another naming scheme (e.g. MindSpore model-zoo "backbone.*" checkpoints) matches no name:
+        # training would start from random weights with nothing but a "missing" warning.
+        theirs = [n for n in ckpt if not _is_train_state(n)] or list(ckpt)
+        raise ValueError(f"checkpoint {path} holds none of the {len(own)} parameters of {type(net).__name__} "
+                         f"(it has {theirs[:2]}..., the model expects {list(own)[:2]}...): is it a checkpoint of "
+                         f"another model?")
     ms.load_param_into_net(net, to_load, strict_load=False)
     missing = [n for n in own if n not in to_load and not (head.startswith("dropped") and n.startswith(classifier + "."))]
     unexpected = [n for n in ckpt if n not in own and not _is_train_state(n)]

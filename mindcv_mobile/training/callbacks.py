@@ -33,12 +33,30 @@ def write_json_atomic(path: str, data) -> None:
     os.replace(tmp, path)
 
 
-def append_jsonl(path: str, row: dict) -> None:
-    """Append one JSON line; the whole line goes out in one write so readers never see half."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
+def write_jsonl_atomic(path: str, rows: list) -> None:
+    """Rewrite a JSON-lines file through a temporary file and a rename: a reader, or a run killed
+    mid-write, sees the previous complete file or the new one, never half a line."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".jsonl", dir=folder)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
         f.flush()
         os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_jsonl(path: str) -> list:
+    """Rows of a JSON-lines file ([] when absent); a torn last line from an older writer is dropped."""
+    if not os.path.isfile(path):
+        return []
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return rows
 
 
 BN_STATISTICS = ("moving_mean", "moving_variance")
@@ -102,8 +120,8 @@ class TrainMonitor(Callback):
     def __init__(self, run_dir: Optional[str], model_name: str, lr_schedule, global_batch: int, num_epochs: int,
                  evaluate: Optional[Callable[[], dict]] = None, val_interval: int = 1, ckpt_interval: int = 1,
                  keep_checkpoint_max: int = 10, save_params: Optional[Callable[[], list]] = None,
-                 log_interval: int = 100, sink_mode: bool = False, start_epoch: int = 0, start_step: int = 0,
-                 best_top1: Optional[float] = None) -> None:
+                 log_interval: int = 100, sink_mode: bool = False, history: Optional[list] = None,
+                 kept: Optional[list] = None, best_top1: Optional[float] = None) -> None:
         super().__init__()
         self.run_dir = run_dir
         self.model_name = model_name
@@ -120,12 +138,15 @@ class TrainMonitor(Callback):
         self.best_top1 = best_top1
         self.best_path: Optional[str] = None
         self.last_metrics: dict = {}
-        self.history: list = []
-        self.kept: list = []
-        self.start_epoch = start_epoch
-        self.start_step = start_step
+        # Rows and epoch checkpoints of the run this one resumes, so metrics.jsonl and
+        # keep_checkpoint_max continue across restarts.
+        self.history: list = list(history or [])
+        self.kept: list = list(kept or [])
+        self.skipped_steps = 0
+        # Epochs done before the current Model.train call, when the trainer calls it once per epoch.
+        self.epoch_offset = 0
         self._bar = None
-        self._train_start = 0.0
+        self._train_start = time.time()
         self._epoch_start = 0.0
         self._losses: list = []
 
@@ -133,19 +154,26 @@ class TrainMonitor(Callback):
     def _lr_at(self, step: int) -> float:
         return float(self.lr_schedule[min(max(step, 0), len(self.lr_schedule) - 1)])
 
+    def _epoch(self, cb) -> int:
+        return self.epoch_offset + cb.cur_epoch_num
+
     def _global_step(self, cb) -> int:
-        # MindSpore's cur_step_num restarts at 0 when Model.train resumes at initial_epoch.
-        return self.start_step + cb.cur_step_num
+        return (self._epoch(cb) - 1) * cb.batch_num + (cb.cur_step_num - 1) % cb.batch_num + 1
 
     @staticmethod
-    def _loss_value(outputs) -> float:
+    def _outputs(outputs) -> tuple:
+        """(loss, overflow, loss scale) from the train step's outputs; a bare loss when the step does
+        not check overflow (CPU, fixed loss scale)."""
+        def value(x):
+            return np.asarray(x.asnumpy() if hasattr(x, "asnumpy") else x)
+
         if isinstance(outputs, (tuple, list)):
-            outputs = outputs[0]
-        return float(np.asarray(outputs.asnumpy() if hasattr(outputs, "asnumpy") else outputs).mean())
+            overflow = bool(value(outputs[1]).any()) if len(outputs) > 1 else False
+            scale = float(value(outputs[2]).reshape(-1)[0]) if len(outputs) > 2 else None
+            return float(value(outputs[0]).mean()), overflow, scale
+        return float(value(outputs).mean()), False, None
 
     # ---------------------------------------------------------------- callbacks
-    def on_train_begin(self, run_context):
-        self._train_start = time.time()
 
     def on_train_epoch_begin(self, run_context):
         self._epoch_start = time.time()
@@ -154,16 +182,22 @@ class TrainMonitor(Callback):
         if not self.sink_mode and sys.stderr.isatty():
             from tqdm import tqdm
 
-            self._bar = tqdm(total=cb.batch_num, desc=f"epoch {cb.cur_epoch_num}/{self.num_epochs}",
+            self._bar = tqdm(total=cb.batch_num, desc=f"epoch {self._epoch(cb)}/{self.num_epochs}",
                              leave=False, dynamic_ncols=True)
 
     def on_train_step_end(self, run_context):
         cb = run_context.original_args()
-        loss = self._loss_value(cb.net_outputs)
+        loss, overflow, scale = self._outputs(cb.net_outputs)
+        if overflow:
+            # Dynamic loss scaling (Ascend/GPU): the update was skipped and the scale lowered.
+            self.skipped_steps += 1
+            _logger.warning("step %d: gradient overflow, update skipped; loss scale now %g (%d skipped so far)",
+                            self._global_step(cb), scale or float("nan"), self.skipped_steps)
+            return
         self._losses.append(loss)
         if not math.isfinite(loss):
             raise FloatingPointError(
-                f"loss is {loss} at epoch {cb.cur_epoch_num} step {self._global_step(cb)}; stopping. Last good "
+                f"loss is {loss} at epoch {self._epoch(cb)} step {self._global_step(cb)}; stopping. Last good "
                 f"checkpoint: {self.last_checkpoint() or 'none saved yet'}. Lower lr or check the data")
         if self.sink_mode:
             return
@@ -172,7 +206,7 @@ class TrainMonitor(Callback):
             self._bar.update(1)
             self._bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self._lr_at(self._global_step(cb) - 1):.5f}")
         elif step_in_epoch % self.log_interval == 0 and step_in_epoch != cb.batch_num:
-            _logger.info("epoch [%d/%d] step [%d/%d] loss %.4f lr %.6f", cb.cur_epoch_num, self.num_epochs,
+            _logger.info("epoch [%d/%d] step [%d/%d] loss %.4f lr %.6f", self._epoch(cb), self.num_epochs,
                          step_in_epoch, cb.batch_num, loss, self._lr_at(self._global_step(cb) - 1))
 
     def on_train_epoch_end(self, run_context):
@@ -180,7 +214,7 @@ class TrainMonitor(Callback):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        epoch, steps = cb.cur_epoch_num, cb.batch_num
+        epoch, steps = self._epoch(cb), cb.batch_num
         seconds = time.time() - self._epoch_start
         loss = float(np.mean(self._losses)) if self._losses else float("nan")
         step = self._global_step(cb)
@@ -205,7 +239,7 @@ class TrainMonitor(Callback):
                      epoch, self.num_epochs, steps, loss, row["lr"], seconds, row["ms_per_step"], row["img_per_s"], val)
         if self.run_dir is None:
             return
-        append_jsonl(os.path.join(self.run_dir, METRICS_FILE), row)
+        write_jsonl_atomic(os.path.join(self.run_dir, METRICS_FILE), self.history)
         is_best = top1 is not None and (self.best_top1 is None or top1 > self.best_top1)
         if is_best:
             self.best_top1 = top1
@@ -213,10 +247,12 @@ class TrainMonitor(Callback):
             self._save(epoch, step, periodic=epoch % self.ckpt_interval == 0 or epoch == self.num_epochs,
                        is_best=is_best)
 
-    def on_train_end(self, run_context):
+    def summary(self) -> str:
+        """The run's closing line (logged by the trainer once, after its last Model.train call)."""
         minutes = (time.time() - self._train_start) / 60
         best = f", best val top-1 {100 * self.best_top1:.2f}% ({self.best_path})" if self.best_top1 is not None else ""
-        _logger.info("training done in %.1f min%s", minutes, best)
+        skipped = f", {self.skipped_steps} overflow steps skipped" if self.skipped_steps else ""
+        return f"training done in {minutes:.1f} min{best}{skipped}"
 
     # ---------------------------------------------------------------- checkpoints
     def last_checkpoint(self) -> Optional[str]:
@@ -235,11 +271,16 @@ class TrainMonitor(Callback):
         if periodic:
             path = os.path.join(self.run_dir, f"{self.model_name}-{epoch}_{step}.ckpt")
             save_checkpoint(params, path, append_dict=state)
+            path = os.path.abspath(path)
+            if path not in self.kept:
+                self.kept.append(path)
+            removed = self.kept[:-self.keep_checkpoint_max]
+            self.kept = self.kept[-self.keep_checkpoint_max:]
+            # The pointer first, then the deletions: a crash in between leaves a stray file, never a
+            # pointer to a deleted checkpoint.
             write_json_atomic(os.path.join(self.run_dir, LAST_CHECKPOINT),
-                              {"path": os.path.abspath(path), "epoch": epoch, "global_step": step})
-            self.kept.append(path)
-            while len(self.kept) > self.keep_checkpoint_max:
-                old = self.kept.pop(0)
+                              {"path": path, "epoch": epoch, "global_step": step, "kept": self.kept})
+            for old in removed:
                 if os.path.exists(old):
                     os.remove(old)
         if is_best:

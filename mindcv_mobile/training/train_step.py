@@ -65,7 +65,8 @@ def resolve_precision(cfg, device: str) -> Precision:
 
 class TrainStep(nn.TrainOneStepWithLossScaleCell):
     """One optimisation step: scaled loss -> gradients -> unscale -> all-reduce (data parallel)
-    -> [overflow check] -> [clip] -> optimizer -> [EMA update]. Returns the unscaled loss.
+    -> [clip] -> [overflow check] -> optimizer -> [EMA update]. Returns the loss, or (loss,
+    overflow, loss scale) when it checks overflow (dynamic or drop_overflow_update on Ascend/GPU).
 
     The optimizer must be built with ``loss_scale=1``: gradients are unscaled here, for every
     device, so there is one place where the scale is undone.
@@ -102,8 +103,9 @@ class TrainStep(nn.TrainOneStepWithLossScaleCell):
                 loss = ops.depend(loss, self.optimizer(grads))
                 if self.use_ema:
                     loss = ops.depend(loss, self.ema())
-        else:
-            loss = ops.depend(loss, self.optimizer(grads))
-            if self.use_ema:
-                loss = ops.depend(loss, self.ema())
+            # The monitor logs skipped steps instead of stopping on their non-finite loss.
+            return loss, overflow, scaling_sens
+        loss = ops.depend(loss, self.optimizer(grads))
+        if self.use_ema:
+            loss = ops.depend(loss, self.ema())
         return loss

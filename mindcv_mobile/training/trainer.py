@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import os
+import tempfile
 from typing import Optional
 
 import mindspore as ms
@@ -23,7 +24,8 @@ from ..evaluation import build_eval_loader, build_transforms, eval_metrics, name
 from ..models import create_model, load_checkpoint
 from ..quant import quantize_from_config
 from ..runtime import Runtime, data_workers, init_runtime, resolve_sink_mode, setup_logging
-from .callbacks import LAST_CHECKPOINT, SyncBatchNormStatistics, TrainMonitor, write_json_atomic
+from .callbacks import (LAST_CHECKPOINT, METRICS_FILE, SyncBatchNormStatistics, TrainMonitor, read_jsonl,
+                        write_json_atomic)
 from .ema import EMA
 from .loss import create_loss
 from .lr import create_lr_schedule
@@ -47,6 +49,17 @@ def _workers(cfg: Config) -> int:
     return data_workers(cfg.num_parallel_workers)
 
 
+def _check_writable(run_dir: str) -> None:
+    """Fail before any work when the run directory cannot take checkpoints."""
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise PermissionError(f"ckpt_save_dir {run_dir} is not writable ({err.strerror or err}); "
+                              f"pass --ckpt_save_dir DIR for a folder you can write to") from None
+
+
 def _resume_path(cfg: Config) -> str:
     if cfg.resume != "auto":
         return cfg.resume
@@ -63,7 +76,7 @@ def train(cfg: Config, rt: Optional[Runtime] = None) -> RunResult:
     rt = rt or init_runtime(cfg)
     run_dir = os.path.abspath(cfg.ckpt_save_dir)
     if rt.is_main:
-        os.makedirs(run_dir, exist_ok=True)
+        _check_writable(run_dir)
         setup_logging(os.path.join(run_dir, "train.log"), rt.rank)
     else:
         setup_logging(None, rt.rank)
@@ -72,18 +85,32 @@ def train(cfg: Config, rt: Optional[Runtime] = None) -> RunResult:
     precision = resolve_precision(cfg, rt.device)
 
     # ---- data: every rank reads its own shard of the training split
-    train_set = create_dataset(cfg.dataset, cfg.data_dir, cfg.train_split, shuffle=cfg.shuffle,
-                               num_samples=cfg.num_samples, num_shards=rt.group_size if rt.distribute else None,
-                               shard_id=rt.rank if rt.distribute else None, num_parallel_workers=_workers(cfg),
-                               seed=cfg.seed)
     classes = class_names(cfg.data_dir, cfg.train_split, cfg.dataset)
     if len(classes) > cfg.num_classes:
         raise ValueError(f"{cfg.data_dir}/{cfg.train_split} has {len(classes)} classes but num_classes is "
                          f"{cfg.num_classes}; set --num_classes {len(classes)}")
-    loader = create_loader(train_set, cfg.batch_size, drop_remainder=cfg.drop_remainder, is_training=True,
-                           transform=build_transforms(cfg, True), num_classes=cfg.num_classes, mixup=cfg.mixup,
-                           cutmix=cfg.cutmix, mixup_prob=cfg.mixup_prob, num_parallel_workers=_workers(cfg))
-    steps_per_epoch = loader.get_dataset_size()
+
+    def train_set(epoch: int):
+        return create_dataset(cfg.dataset, cfg.data_dir, cfg.train_split, shuffle=cfg.shuffle,
+                              num_samples=cfg.num_samples, num_shards=rt.group_size if rt.distribute else None,
+                              shard_id=rt.rank if rt.distribute else None, num_parallel_workers=_workers(cfg),
+                              seed=cfg.seed, epoch=epoch)
+
+    def train_loader(epoch: int):
+        """The pipeline of one epoch. Its shuffle order and augmentation draws depend only on
+        (seed, epoch), so a resumed run sees exactly what an uninterrupted one would have."""
+        ms.dataset.config.set_seed(cfg.seed + epoch)
+        return create_loader(train_set(epoch), cfg.batch_size, drop_remainder=cfg.drop_remainder, is_training=True,
+                             transform=build_transforms(cfg, True), num_classes=cfg.num_classes, mixup=cfg.mixup,
+                             cutmix=cfg.cutmix, mixup_prob=cfg.mixup_prob, num_parallel_workers=_workers(cfg))
+
+    # Counted from the shard size, not from a batched pipeline: MindSpore would run one through
+    # the sampler to count its batches.
+    shard_size = train_set(0).get_dataset_size()
+    if cfg.drop_remainder and cfg.batch_size > shard_size:
+        raise ValueError(f"batch_size {cfg.batch_size} is larger than this process's {shard_size} training images "
+                         f"with drop_remainder: True; use --batch_size {shard_size} or less, or --drop_remainder False")
+    steps_per_epoch = shard_size // cfg.batch_size if cfg.drop_remainder else -(-shard_size // cfg.batch_size)
     val_loader = build_eval_loader(cfg) if cfg.val_while_train else None
 
     # ---- model, loss, schedule, optimizer
@@ -109,7 +136,7 @@ def train(cfg: Config, rt: Optional[Runtime] = None) -> RunResult:
                            clip_value=cfg.clip_value, ema=ema)
 
     # ---- resume: weights, optimizer state, LR position (optimizer global_step), epoch
-    start_epoch, best_top1 = 0, None
+    start_epoch, best_top1, history, kept = 0, None, [], []
     if cfg.resume or (cfg.ckpt_path and cfg.resume_opt):
         path = _resume_path(cfg) if cfg.resume else cfg.ckpt_path
         state = load_checkpoint(path)
@@ -128,9 +155,14 @@ def train(cfg: Config, rt: Optional[Runtime] = None) -> RunResult:
         if start_epoch >= cfg.epoch_size:
             raise ValueError(f"{path} is from epoch {start_epoch}; epoch_size {cfg.epoch_size} leaves nothing to "
                              f"train (raise --epoch_size)")
-        # Continue the shuffle sequence where the interrupted run left it.
-        if hasattr(getattr(train_set, "sampler", None), "epoch"):
-            train_set.sampler.epoch = start_epoch
+        if os.path.abspath(os.path.dirname(path)) == run_dir:
+            # Same run directory: its metrics rows up to the checkpoint's epoch continue (rows a
+            # killed run wrote after its last checkpoint are dropped), as does checkpoint rotation.
+            history = [r for r in read_jsonl(os.path.join(run_dir, METRICS_FILE)) if r["epoch"] <= start_epoch]
+            pointer = os.path.join(run_dir, LAST_CHECKPOINT)
+            if os.path.isfile(pointer):
+                with open(pointer, encoding="utf-8") as f:
+                    kept = [k for k in json.load(f).get("kept", []) if os.path.isfile(k)]
         _logger.info("resumed from %s: epoch %d, global step %d", path, start_epoch,
                      int(optimizer.global_step.asnumpy().reshape(-1)[0]))
 
@@ -158,8 +190,8 @@ def train(cfg: Config, rt: Optional[Runtime] = None) -> RunResult:
         run_dir if rt.is_main else None, cfg.model, lr_schedule, global_batch, cfg.epoch_size,
         evaluate=evaluate if val_loader is not None else None, val_interval=cfg.val_interval,
         ckpt_interval=cfg.ckpt_save_interval, keep_checkpoint_max=cfg.keep_checkpoint_max,
-        save_params=lambda: train_step, log_interval=cfg.log_interval, sink_mode=sink, start_epoch=start_epoch,
-        start_step=start_epoch * steps_per_epoch, best_top1=best_top1)
+        save_params=lambda: train_step, log_interval=cfg.log_interval, sink_mode=sink, history=history, kept=kept,
+        best_top1=best_top1)
     params = sum(int(np.prod(p.shape)) for p in net.get_parameters())
     _logger.info("model %s: %.2fM params (BN statistics included), %d classes; data %s/%s: %d steps/epoch of "
                  "batch %d x %d device(s) = global batch %d; lr %g (%s, warmup %g epochs), %s %s; %s; sink mode %s",
@@ -175,11 +207,22 @@ def train(cfg: Config, rt: Optional[Runtime] = None) -> RunResult:
     if rt.is_main:
         _logger.info("run directory: %s", run_dir)
     try:
-        model.train(cfg.epoch_size, loader, callbacks=callbacks, dataset_sink_mode=sink, initial_epoch=start_epoch)
+        if sink:
+            # One pipeline for all epochs: a new dataset per epoch would rebuild the device's data
+            # channel. Data order still follows (seed, epoch); augmentation draws do not restart.
+            model.train(cfg.epoch_size, train_loader(start_epoch), callbacks=callbacks, dataset_sink_mode=True,
+                        initial_epoch=start_epoch)
+        else:
+            for epoch in range(start_epoch, cfg.epoch_size):
+                # One epoch per call (MindSpore sizes the pipeline's iterator by the call's epoch
+                # count); the monitor numbers epochs and steps from the offset.
+                monitor.epoch_offset = epoch
+                model.train(1, train_loader(epoch), callbacks=callbacks, dataset_sink_mode=False)
     except Exception as err:
         if rt.distribute:
             # Named here because msrun reports only the pid of the first worker it sees exit.
             _logger.error("rank %d of %d failed: %s: %s", rt.rank, rt.group_size, type(err).__name__, err)
         raise
+    _logger.info("%s", monitor.summary())
     return RunResult(run_dir=run_dir, epochs=cfg.epoch_size, history=monitor.history, best_top1=monitor.best_top1,
                      best_checkpoint=monitor.best_path, last_checkpoint=monitor.last_checkpoint())
