@@ -174,9 +174,9 @@ def speed_defaults(cfg, device: str, distribute: bool = False) -> str:
     from .models.layers import DepthwiseConv2d
 
     # Class-wide, read when a graph is compiled: models built before init_runtime follow it too.
-    # Not under data parallelism: with it, 2-rank digits runs stopped learning (val top-1 at chance
-    # after 2 epochs vs 27% with plain convs); cause not found yet, so the plain conv is kept there.
-    DepthwiseConv2d.matmul_small_maps = device == "CPU" and not distribute
+    # Off by default: with it, 2-rank data-parallel digits runs stopped learning and a resumed run
+    # no longer matched an uninterrupted one bit for bit; gains were 1.1x on v3-small only.
+    DepthwiseConv2d.matmul_small_maps = False
     if DepthwiseConv2d.matmul_small_maps:
         parts.append("depthwise convs on maps of <= 8x8 trained as matmuls")
     CPU_SETTINGS.update(sink_mode=sink, data_workers=workers, matmul_small_maps=DepthwiseConv2d.matmul_small_maps)
