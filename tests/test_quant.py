@@ -199,7 +199,8 @@ def test_qat_trains_in_graph_mode(qat_run):
     assert ranges["input_quant"][0] < 0 < ranges["input_quant"][1]  # normalised pixels
     # the optimizer moved the float weights; freeze_bn 1: BN statistics moved on step 0 only
     assert not np.array_equal(state["features.0.weight"].asnumpy(), float_state["features.0.weight"].asnumpy())
-    assert not np.array_equal(state["features.1.moving_mean"].asnumpy(), float_state["features.1.moving_mean"].asnumpy())
+    assert not np.array_equal(state["features.1.moving_mean"].asnumpy(),
+                              float_state["features.1.moving_mean"].asnumpy())
 
 
 def test_validate_evaluates_the_qat_checkpoint(qat_run):
@@ -246,8 +247,9 @@ def test_int8_onnx_agrees_with_the_simulation(qat_run):
     scale = np.abs(simulated).max()
     # int8 kernels requantize each layer with integer rounding; the simulation's float logits
     # are within a few output steps of them
-    assert np.abs(int8 - simulated).max() < 0.05 * max(scale, 1.0)
-    assert (int8.argmax(1) == simulated.argmax(1)).mean() >= 0.9
+    agreement = (int8.argmax(1) == simulated.argmax(1)).mean()
+    assert np.abs(int8 - simulated).max() < 0.05 * max(scale, 1.0), (np.abs(int8 - simulated).max(), scale)
+    assert agreement >= 0.95, agreement
 
 
 def test_export_refuses_untrained_qat_models(tmp_path):

@@ -243,7 +243,8 @@ def onnx_range_overrides(onnx_path: str, net: QuantMobileNetV2) -> dict:
         if node.op_type == "Conv":
             point = conv_points.pop(node.input[1], None)
             if point is None:
-                raise ValueError(f"ONNX Conv {node.name} has weight {node.input[1]!r}, which is no conv of the QAT model")
+                raise ValueError(f"ONNX Conv {node.name} has weight {node.input[1]!r}, which is no conv of the "
+                                 f"QAT model")
             overrides[node.output[0]] = entry(point)
             for user in consumers.get(node.output[0], []):
                 if user.op_type == "Clip":  # ReLU6: onnxruntime folds it into the uint8 range
@@ -253,8 +254,8 @@ def onnx_range_overrides(onnx_path: str, net: QuantMobileNetV2) -> dict:
         elif node.op_type == "Gemm":
             gemms.append(node)
     if conv_points or len(adds) != len(add_points) or len(gemms) != 1:
-        raise ValueError(f"the ONNX graph does not match the QAT model: convs without a node {sorted(conv_points)[:3]}, "
-                         f"{len(adds)} Add nodes for {len(add_points)} residual adds, {len(gemms)} Gemm nodes for 1")
+        raise ValueError(f"the ONNX graph does not match the QAT model: convs without a node "
+                         f"{sorted(conv_points)[:3]}, {len(adds)} Add nodes for {len(add_points)} residual adds, {len(gemms)} Gemm nodes for 1")
     for node, point in zip(adds, add_points):
         overrides[node.output[0]] = entry(point)
     overrides[gemms[0].input[0]] = entry(net.pool_quant)
@@ -283,7 +284,10 @@ def quantize_onnx(fp32_path: str, int8_path: str, overrides: Optional[dict] = No
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    try:
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+    except ImportError:  # it needs sympy; without it onnxruntime only warns that it was skipped
+        quant_pre_process = None
 
     model = onnx.load(fp32_path)
     input_name = model.graph.input[0].name
@@ -309,8 +313,9 @@ def quantize_onnx(fp32_path: str, int8_path: str, overrides: Optional[dict] = No
     tmp, prepared = int8_path + ".tmp", int8_path + ".pre.tmp"
     try:
         # onnxruntime's recommended pre-processing; shape inference only, so tensor names stay.
-        quant_pre_process(fp32_path, prepared, skip_optimization=True)
-        quantize_static(prepared, tmp, _Batches(input_name, batches), quant_format=QuantFormat.QDQ,
+        if quant_pre_process is not None:
+            quant_pre_process(fp32_path, prepared, skip_optimization=True)
+        quantize_static(prepared if quant_pre_process is not None else fp32_path, tmp, _Batches(input_name, batches), quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=["Conv", "Clip", "Add", "Gemm"], per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax, extra_options=extra)

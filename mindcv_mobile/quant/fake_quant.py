@@ -63,12 +63,6 @@ def fake_quant_bias(bias: Tensor, grid: Tensor, enabled) -> Tensor:
     return bias + enabled * ops.stop_gradient(ops.round(bias / grid) * grid - bias)
 
 
-def quantize_weight_int(weight: Tensor) -> tuple:
-    """(integers in [-127, 127] as a float tensor, per-channel scale): what deployment stores."""
-    scale = weight_scale_per_channel(weight)
-    return ops.round(weight / scale), scale
-
-
 def activation_qparams(min_val: Tensor, max_val: Tensor) -> tuple:
     """uint8 (scale, zero_point) for the range ``[min_val, max_val]`` widened to contain 0.
 

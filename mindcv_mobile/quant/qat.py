@@ -5,13 +5,16 @@ activations, BatchNorm folded into the convolutions.
 deployment will compute:
 
 * every Conv2d + BatchNorm2d (+ ReLU6) becomes one :class:`QuantConvBN`: the BN scale is folded
-  into the conv weight, which is fake-quantized per output channel (int8, symmetric); batch
+  into the conv weight, which is fake-quantized per output channel (int8, symmetric), and the
+  folded bias is put on the int32 grid ``input_scale * weight_scale`` the int8 kernel adds (a
+  channel with a tiny running variance has a huge weight scale and a coarse bias grid: a float
+  bias there made the simulation differ from onnxruntime by several output steps); batch
   statistics are used (and the moving ones updated) for the first ``freeze_bn`` training steps,
   after which the frozen moving statistics are used, exactly the folded conv + bias deployed;
 * activations are fake-quantized (uint8, asymmetric, per tensor, EMA min/max observers) at the
   network input, at every conv output (after its ReLU6), at every residual add, and at the
   pooled features that feed the int8 classifier; the classifier's weights are int8 per row,
-  its logits stay float;
+  its bias on the int32 grid, its logits stay float;
 * observers track their range for the first ``quant_delay`` training steps, then freeze, so the
   rest of the fine-tuning adapts the weights to the ranges that will be deployed.
 
@@ -133,7 +136,8 @@ class QuantConvBN(nn.Cell):
             rate = bn_batch * self.bn_new_weight
             batch_mean = ops.stop_gradient(mean_y * std / (self.gamma + _SAFE_DIV))
             unbiased = ops.stop_gradient(batch_var) * (count / max(count - 1, 1))
-            out = ops.depend(out, ops.assign(self.moving_mean, self.moving_mean + rate * (batch_mean - self.moving_mean)))
+            out = ops.depend(out, ops.assign(self.moving_mean,
+                                             self.moving_mean + rate * (batch_mean - self.moving_mean)))
             out = ops.depend(out, ops.assign(self.moving_variance,
                                              self.moving_variance + rate * (unbiased - self.moving_variance)))
         else:
@@ -309,20 +313,6 @@ def expected_fake_quant(net: MobileNet) -> dict:
     adds = sum(isinstance(c, InvertedResidual) and c.use_res_connect for c in cells)
     dense = sum(isinstance(c, nn.Dense) for c in cells)
     return {"activations": 1 + convs + adds + 1, "weights": convs + dense}
-
-
-def activation_quant_points(net: QuantMobileNetV2) -> list:
-    """Every :class:`ActivationQuant` of ``net`` in execution order."""
-    points = [net.input_quant]
-    for layer in net.features:
-        if isinstance(layer, QuantInvertedResidual):
-            points += [conv.act_quant for conv in layer.layers]
-            if layer.use_res_connect:
-                points.append(layer.add_quant)
-        else:
-            points.append(layer.act_quant)
-    points.append(net.pool_quant)
-    return points
 
 
 def quantize_from_config(net: MobileNet, cfg) -> QuantMobileNetV2:
