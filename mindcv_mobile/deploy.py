@@ -29,6 +29,7 @@ from .data import DATASET_INPUTS, IMAGE_EXTENSIONS
 from .data.dataset import pil_to_rgb_uint8
 from .evaluation import (RUN_CLASSES, build_transforms, copy_config, load_eval_network, resolve_eval_config,
                          standalone_config)
+from .models.layers import portable_layers
 from .runtime import init_runtime, pick_device
 
 _logger = logging.getLogger(__name__)
@@ -157,7 +158,8 @@ def export_model(cfg: Config, file_format: str = "MINDIR", output: Optional[str]
                            f"this process runs on {pick_device(cfg.device_target)}; use --file_format MINDIR or ONNX")
     path = _output_path(cfg, fmt, output)
     init_runtime(cfg)
-    net = load_eval_network(cfg)  # a fresh Cell for every export
+    with portable_layers():  # MindSpore's own ops only: the file runs elsewhere
+        net = load_eval_network(cfg)  # a fresh Cell for every export
     shape = (int(batch_size), cfg.in_channels, cfg.image_resize, cfg.image_resize)
     x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
     reference = net(ms.Tensor(x)).asnumpy() if verify and fmt != "AIR" else None

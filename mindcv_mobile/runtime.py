@@ -171,15 +171,15 @@ def speed_defaults(cfg, device: str, distribute: bool = False) -> str:
              f"dataset sink mode {'on' if sink else 'off'}"]
     if device == "CPU":
         parts.insert(0, _apply_cpu_threads())
-    from .models.layers import DepthwiseConv2d
+    from .models import cpu_kernels
 
-    # Class-wide, read when a graph is compiled: models built before init_runtime follow it too.
-    # Off by default: with it, 2-rank data-parallel digits runs stopped learning and a resumed run
-    # no longer matched an uninterrupted one bit for bit; gains were 1.1x on v3-small only.
-    DepthwiseConv2d.matmul_small_maps = False
-    if DepthwiseConv2d.matmul_small_maps:
-        parts.append("depthwise convs on maps of <= 8x8 trained as matmuls")
-    CPU_SETTINGS.update(sink_mode=sink, data_workers=workers, matmul_small_maps=DepthwiseConv2d.matmul_small_maps)
+    # Read when layers are built: models built after init_runtime use the compiled kernels.
+    library, why_not = cpu_kernels.library() if device == "CPU" else ("", "")
+    cpu_kernels.activate(library)
+    if device == "CPU":
+        parts.append("compiled CPU kernels for depthwise conv and squeeze-excite" if library
+                     else f"MindSpore's depthwise conv and squeeze-excite ops ({why_not})")
+    CPU_SETTINGS.update(sink_mode=sink, data_workers=workers, cpu_kernels=bool(library))
     return ", ".join(parts)
 
 

@@ -90,6 +90,8 @@ def test_smoke_run_writes_json_and_table(bench, digits_root, tmp_path):
     assert result["model"] == "mobilenet_v3_small_100" and result["variant"] == "ours"
     assert round(result["params_m"], 2) == 2.55  # mindcv's table, BN statistics included
     assert result["threads"] == runtime.cpu_cores()
+    from mindcv_mobile.models import cpu_kernels
+    assert result["cpu_kernels"] is bool(cpu_kernels.library()[0])  # the entry points' default
     train = result["train"]
     for stats in (train["ms_per_step"], train["img_per_s"], train["cpu_ms_per_step"], result["infer"]["img_per_s"],
                   result["latency_b1_ms"]):
@@ -103,47 +105,4 @@ def test_smoke_run_writes_json_and_table(bench, digits_root, tmp_path):
     assert report["ratios"]["mobilenet_v3_small_100"]["pipeline_vs_train"] > 0
     table = (tmp_path / "smoke.md").read_text()
     assert "| mobilenet_v3_small_100 | ours | 2.55 |" in table
-
-
-@pytest.mark.parametrize("channels,size,kernel,stride,pad_mode", [
-    (24, 7, 5, 1, "same"),   # MobileNetV3's last stage at 224 px
-    (16, 14, 5, 2, "same"),  # stride 2, "same": the odd pixel padded bottom/right
-    (32, 7, 3, 1, "pad"),    # MobileNetV2's last stage
-    (8, 3, 3, 2, "pad"),
-])
-def test_small_map_depthwise_matmul_keeps_the_math(channels, size, kernel, stride, pad_mode, monkeypatch):
-    import mindspore as ms
-    import numpy as np
-    from mindspore import nn, ops
-
-    from mindcv_mobile.models.layers import DepthwiseConv2d
-
-    rng = np.random.default_rng(0)
-    x = ms.Tensor(rng.standard_normal((3, channels, size, size)).astype(np.float32))
-    weight = rng.standard_normal((channels, 1, kernel, kernel)).astype(np.float32)
-    calls = []
-    matmul_conv = DepthwiseConv2d._matmul_conv
-    monkeypatch.setattr(DepthwiseConv2d, "_matmul_conv", lambda self, *a: calls.append(a) or matmul_conv(self, *a))
-    previous_mode, previous_flag = ms.get_context("mode"), DepthwiseConv2d.matmul_small_maps
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    results = {}
-    try:
-        for flag in (False, True):
-            DepthwiseConv2d.matmul_small_maps = flag
-            conv = DepthwiseConv2d(channels, kernel, stride, pad_mode=pad_mode,
-                                   padding=(kernel - 1) // 2 if pad_mode == "pad" else 0)
-            conv.weight.set_data(ms.Tensor(weight))
-            conv.set_train(True)
-            loss = nn.WithLossCell(conv, lambda y, t: ((y - t) ** 2).sum())
-            target = ops.zeros_like(conv(x))
-            grad_x, grad_w = ops.GradOperation(get_all=True, get_by_list=True)(
-                loss, ms.ParameterTuple(conv.trainable_params()))(x, target)
-            results[flag] = (conv(x).asnumpy(), grad_x[0].asnumpy(), grad_w[0].asnumpy())
-    finally:
-        DepthwiseConv2d.matmul_small_maps = previous_flag
-        ms.set_context(mode=previous_mode)
-    assert calls, "the matmul path was not taken"
-    out_h = -(-size // stride)
-    assert results[True][0].shape == (3, channels, out_h, out_h)
-    for plain, matmul in zip(results[False], results[True]):
-        np.testing.assert_allclose(matmul, plain, rtol=1e-5, atol=1e-5 * np.abs(plain).max())
+    assert f" | {'yes' if result['cpu_kernels'] else 'no'} | " in table

@@ -6,11 +6,15 @@ parameters (activations, dropout) still occupy their index.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Optional
 
+from mindspore import dtype as mstype
 from mindspore import nn, ops
 from mindspore.common import initializer as init
+
+from . import cpu_kernels
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: Optional[int] = None) -> int:
@@ -56,71 +60,72 @@ class HardSigmoid(nn.Cell):
         return self.relu6(x + 3.0) / 6.0
 
 
-def _same_pads(size: int, kernel: int, stride: int) -> tuple:
-    """TensorFlow "same" padding along one axis: (before, after); the odd pixel goes after."""
-    out = (size + stride - 1) // stride
-    total = max((out - 1) * stride + kernel - size, 0)
-    return total // 2, total - total // 2
-
-
 class DepthwiseConv2d(nn.Conv2d):
-    """A depthwise ``nn.Conv2d`` (same ``weight``, same math) that trains faster on small maps.
+    """A depthwise ``nn.Conv2d`` (same ``weight``, same math) that runs fast on MindSpore's CPU.
 
-    MindSpore 2.10's CPU depthwise conv runs oneDNN's GEMM path once per (image, channel): on a
-    7x7 map that is a 49-column GEMM per call, dominated by call overhead. There the layer is
-    applied as one batched matmul per channel with the (output positions x input positions)
-    matrix its kernel defines: 2-8x the FLOPs, but forward+backward measured 1.4-3x faster
-    (5x5, 576 channels, 7x7, batch 32: 43 -> 14 ms). Only while training, only for maps where
-    that held (at most ``MAX_OUT_POSITIONS`` outputs, matrix cost at most ``MAX_FLOP_RATIO`` x the
-    direct conv), and only when ``matmul_small_maps`` is on, which ``runtime.init_runtime``
-    decides per device (CPU: on; Ascend/GPU have real depthwise kernels). Inference and export
-    always use the plain conv.
+    Built while the compiled CPU kernels are active (``cpu_kernels.active()``: CPU runs after
+    ``runtime.init_runtime``), float32 inputs go through ``cpu_kernels``' depthwise conv in
+    training and eval; otherwise, and for other dtypes, MindSpore's grouped conv.
     """
-
-    matmul_small_maps = False
-    MAX_OUT_POSITIONS = 64
-    MAX_FLOP_RATIO = 8
 
     def __init__(self, channels: int, kernel_size: int, stride: int = 1, pad_mode: str = "pad",
                  padding: int = 0) -> None:
         super().__init__(channels, channels, kernel_size, stride, pad_mode=pad_mode, padding=padding,
                          group=channels, has_bias=False)
-        self.kernel = int(kernel_size)
-        self.step = int(stride)
-        # (top, bottom, left, right); None for "same", which depends on the input size.
-        self.fixed_pads = None if pad_mode == "same" else (0, 0, 0, 0) if pad_mode == "valid" else (padding,) * 4
-
-    def _pads(self, height: int, width: int) -> tuple:
-        if self.fixed_pads is None:
-            return _same_pads(height, self.kernel, self.step) + _same_pads(width, self.kernel, self.step)
-        return self.fixed_pads
+        self.kernel_op, self.kernel_cfg = None, None
+        if cpu_kernels.active() and (int(kernel_size), int(stride)) in cpu_kernels.DEPTHWISE_SUPPORTED:
+            self.kernel_op, self.kernel_cfg = cpu_kernels.make_depthwise(cpu_kernels.active(), int(kernel_size),
+                                                                         int(stride), pad_mode, int(padding))
 
     def construct(self, x):
-        if self.training and self.matmul_small_maps:
-            _, _, height, width = x.shape
-            pads = self._pads(height, width)
-            out_h = (height + pads[0] + pads[1] - self.kernel) // self.step + 1
-            out_w = (width + pads[2] + pads[3] - self.kernel) // self.step + 1
-            if out_h * out_w <= self.MAX_OUT_POSITIONS and height * width <= self.MAX_FLOP_RATIO * self.kernel ** 2:
-                return self._matmul_conv(x, pads, out_h, out_w)
+        if self.kernel_op is not None and x.dtype == mstype.float32:
+            return self.kernel_op(x, self.weight, self.kernel_cfg)
         return self.conv2d(x, self.weight)
 
-    def _matmul_conv(self, x, pads: tuple, out_h: int, out_w: int):
-        n, c, height, width = x.shape
-        k = self.kernel
-        out_pos = ops.arange(out_h * out_w).reshape(-1, 1)
-        in_pos = ops.arange(height * width).reshape(1, -1)
-        dy = in_pos // width - out_pos // out_w * self.step + pads[0]
-        dx = in_pos % width - out_pos % out_w * self.step + pads[2]
-        inside = ops.logical_and(ops.logical_and(dy >= 0, dy < k), ops.logical_and(dx >= 0, dx < k))
-        tap = ops.where(inside, dy * k + dx, k * k)  # index k*k: a zero tap (padding)
-        select = ops.one_hot(tap.reshape(-1), k * k + 1, ops.ones((), self.weight.dtype),
-                             ops.zeros((), self.weight.dtype), axis=0)  # (k*k + 1, out * in)
-        taps = ops.pad(self.weight.reshape(c, k * k), (0, 1))
-        matrix = ops.matmul(taps, select).reshape(c, out_h * out_w, height * width)
-        cols = ops.transpose(x.reshape(n, c, height * width), (1, 2, 0))  # (c, in, n)
-        y = ops.bmm(ops.cast(matrix, x.dtype), cols)  # (c, out, n)
-        return ops.transpose(y, (2, 0, 1)).reshape(n, c, out_h, out_w)
+
+class ChannelMean(nn.Cell):
+    """Mean over H and W: (N, C, H, W) -> (N, C, 1, 1), or (N, C) without ``keep_dims``; the
+    compiled CPU kernel when it was active at build time and the input is float32 (MindSpore's
+    ReduceMean and its Tile gradient were ~60 ms of a v3-small step)."""
+
+    def __init__(self, keep_dims: bool = True) -> None:
+        super().__init__()
+        self.keep_dims = keep_dims
+        self.kernel_op, self.kernel_cfg = (cpu_kernels.make_channel_mean(cpu_kernels.active())
+                                           if cpu_kernels.active() else (None, None))
+
+    def construct(self, x):
+        if self.kernel_op is not None and x.dtype == mstype.float32:
+            y = self.kernel_op(x, self.kernel_cfg)
+            return y if self.keep_dims else ops.squeeze(y, (2, 3))
+        return ops.mean(x, (2, 3), keep_dims=self.keep_dims)
+
+
+class ChannelScale(nn.Cell):
+    """``x * scale`` for a per-(image, channel) scale of shape (N, C, 1, 1); compiled CPU kernel
+    under the same rule as :class:`ChannelMean`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kernel_op, self.kernel_cfg = (cpu_kernels.make_channel_scale(cpu_kernels.active())
+                                           if cpu_kernels.active() else (None, None))
+
+    def construct(self, x, scale):
+        if self.kernel_op is not None and x.dtype == mstype.float32 and scale.dtype == mstype.float32:
+            return self.kernel_op(x, scale, self.kernel_cfg)
+        return x * scale
+
+
+@contextlib.contextmanager
+def portable_layers():
+    """Build models inside this block with MindSpore's own ops only (no compiled CPU kernel): for
+    MINDIR/ONNX export, whose files run in another process or on another device."""
+    saved = cpu_kernels.active()
+    cpu_kernels.activate("")
+    try:
+        yield
+    finally:
+        cpu_kernels.activate(saved)
 
 
 ACTIVATIONS = {
@@ -167,10 +172,10 @@ class GlobalAvgPooling(nn.Cell):
 
     def __init__(self, keep_dims: bool = False) -> None:
         super().__init__()
-        self.keep_dims = keep_dims
+        self.mean = ChannelMean(keep_dims)
 
     def construct(self, x):
-        return ops.mean(x, (2, 3), keep_dims=self.keep_dims)
+        return self.mean(x)
 
 
 class SqueezeExcite(nn.Cell):
@@ -184,12 +189,14 @@ class SqueezeExcite(nn.Cell):
         self.act = nn.ReLU()
         self.conv_expand = nn.Conv2d(rd_channels, channels, 1, has_bias=True)
         self.gate = HardSigmoid()
+        self.mean = ChannelMean()
+        self.scale = ChannelScale()
 
     def construct(self, x):
-        scale = ops.mean(x, (2, 3), keep_dims=True)
+        scale = self.mean(x)
         scale = self.act(self.conv_reduce(scale))
         scale = self.gate(self.conv_expand(scale))
-        return x * scale
+        return self.scale(x, scale)
 
 
 class InvertedResidual(nn.Cell):
@@ -285,6 +292,7 @@ def init_weights(net: nn.Cell, scheme: str = "he_normal_fan_out") -> None:
 
 
 __all__ = [
-    "make_divisible", "HardSwish", "HardSigmoid", "ACTIVATIONS", "DepthwiseConv2d", "conv_norm_act", "GlobalAvgPooling",
+    "make_divisible", "HardSwish", "HardSigmoid", "ACTIVATIONS", "DepthwiseConv2d", "ChannelMean", "ChannelScale",
+    "portable_layers", "conv_norm_act", "GlobalAvgPooling",
     "SqueezeExcite", "InvertedResidual", "MobileNet", "init_weights",
 ]

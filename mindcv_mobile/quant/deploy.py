@@ -28,7 +28,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
-from ..models.layers import GlobalAvgPooling, MobileNet
+from ..models.layers import GlobalAvgPooling, MobileNet, portable_layers
 from .fake_quant import fake_quant_weight
 from .qat import QuantConvBN, QuantInvertedResidual, QuantMobileNetV2, quantize_model
 
@@ -100,7 +100,8 @@ class DeployMobileNetV2(nn.Cell):
             else:
                 blocks.extend(deployed)
         self.features = nn.SequentialCell(blocks)
-        self.pool = GlobalAvgPooling()
+        with portable_layers():  # only ever exported: MindSpore's ops, never the compiled CPU kernels
+            self.pool = GlobalAvgPooling()
         dense = net.classifier[1]
         out_features, in_features = dense.weight.shape
         self.classifier = nn.Dense(in_features, out_features)

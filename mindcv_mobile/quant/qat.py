@@ -35,7 +35,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
-from ..models.layers import GlobalAvgPooling, InvertedResidual, MobileNet
+from ..models.layers import ChannelMean, GlobalAvgPooling, InvertedResidual, MobileNet
 from .fake_quant import ActivationQuant, fake_quant_bias, observer_weights, quantize_weight
 
 _logger = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ _SAFE_DIV = 1e-12
 
 # Every cell type of the registry's MobileNetV2; anything else (SE, hard-swish) is another model.
 _V2_CELLS = (MobileNet, nn.SequentialCell, InvertedResidual, nn.Conv2d, nn.BatchNorm2d, nn.ReLU6, nn.Dropout,
-             nn.Identity, nn.Dense, GlobalAvgPooling)
+             nn.Identity, nn.Dense, GlobalAvgPooling, ChannelMean)
 
 
 def _clone(param: Parameter, name: str, requires_grad: Optional[bool] = None) -> Parameter:

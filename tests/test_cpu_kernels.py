@@ -1,0 +1,173 @@
+"""The compiled CPU kernels (depthwise conv, channel mean, channel scale): the same forward and
+gradients as MindSpore's ops, used only where they can be, and never in an exported file."""
+from __future__ import annotations
+
+import mindspore as ms
+import numpy as np
+import pytest
+from mindspore import nn, ops
+
+from mindcv_mobile.models import cpu_kernels, create_model
+from mindcv_mobile.models.layers import ChannelMean, ChannelScale, DepthwiseConv2d, portable_layers
+
+
+@pytest.fixture(scope="module")
+def kernel_path():
+    path, why_not = cpu_kernels.library()
+    if not path:
+        pytest.skip(f"compiled CPU kernels unavailable here: {why_not}")
+    return path
+
+
+@pytest.fixture
+def with_kernel(kernel_path, monkeypatch):
+    monkeypatch.setattr(cpu_kernels, "_active", kernel_path)
+    return kernel_path
+
+
+def _run(conv, x, dy):
+    """Forward, d(x) and d(weight) for the upstream gradient dy."""
+    grad = ops.GradOperation(get_all=True, get_by_list=True, sens_param=True)
+    (dx,), (dw,) = grad(conv, ms.ParameterTuple(conv.trainable_params()))(x, dy)
+    return conv(x).asnumpy(), dx.asnumpy(), dw.asnumpy()
+
+
+@pytest.mark.parametrize("batch,channels,size,kernel,stride,pad_mode", [
+    (3, 8, 7, 5, 1, "same"),    # MobileNetV3's last stage
+    (2, 6, 15, 5, 2, "same"),   # odd size, stride 2: the extra padding row/column after
+    (2, 6, 16, 3, 2, "same"),   # even size, stride 2: padding only after
+    (3, 5, 9, 3, 1, "pad"),     # MobileNetV2
+    (1, 4, 11, 3, 2, "pad"),    # batch 1 (single-threaded path)
+    (2, 3, 8, 7, 2, "pad"),
+    (2, 4, 9, 3, 1, "valid"),
+    (2, 3, 40, 3, 1, "pad"),    # wider than the flat-row path (row by row)
+    (2, 3, 36, 5, 1, "same"),
+])
+def test_forward_and_gradients_equal_mindspores_conv(with_kernel, batch, channels, size, kernel, stride, pad_mode):
+    rng = np.random.default_rng(0)
+    x = ms.Tensor(rng.standard_normal((batch, channels, size, size)).astype(np.float32))
+    weight = ms.Tensor(rng.standard_normal((channels, 1, kernel, kernel)).astype(np.float32))
+    padding = (kernel - 1) // 2 if pad_mode == "pad" else 0
+    results = []
+    for library in ("", with_kernel):
+        cpu_kernels.activate(library)
+        conv = DepthwiseConv2d(channels, kernel, stride, pad_mode=pad_mode, padding=padding)
+        assert (conv.kernel_op is not None) == bool(library)
+        conv.weight.set_data(weight)
+        if not results:
+            dy = ms.Tensor(rng.standard_normal(conv(x).shape).astype(np.float32))
+        results.append(_run(conv, x, dy))
+    for plain, compiled in zip(*results):
+        assert compiled.shape == plain.shape
+        np.testing.assert_allclose(compiled, plain, rtol=1e-5, atol=1e-5 * np.abs(plain).max())
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 7, 7), (2, 4, 13, 11), (1, 9, 1, 1)])
+def test_channel_mean_and_scale_equal_mindspores_ops(with_kernel, shape):
+    rng = np.random.default_rng(3)
+    x = ms.Tensor(rng.standard_normal(shape).astype(np.float32))
+    scale = ms.Tensor(rng.standard_normal(shape[:2] + (1, 1)).astype(np.float32))
+    mean, mul = ChannelMean(), ChannelScale()
+    assert mean.kernel_op is not None and mul.kernel_op is not None
+    with portable_layers():
+        plain_mean, plain_mul = ChannelMean(), ChannelScale()
+    np.testing.assert_allclose(mean(x).asnumpy(), plain_mean(x).asnumpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mul(x, scale).asnumpy(), plain_mul(x, scale).asnumpy(), rtol=1e-6)
+    dmean = ms.Tensor(rng.standard_normal(shape[:2] + (1, 1)).astype(np.float32))
+    dy = ms.Tensor(rng.standard_normal(shape).astype(np.float32))
+    grad = ops.GradOperation(get_all=True, sens_param=True)
+    for cell, plain, args, sens in ((mean, plain_mean, (x,), dmean), (mul, plain_mul, (x, scale), dy)):
+        for got, want in zip(grad(cell)(*args, sens), grad(plain)(*args, sens)):
+            assert got.shape == want.shape
+            np.testing.assert_allclose(got.asnumpy(), want.asnumpy(), rtol=1e-5, atol=1e-5 * np.abs(want.asnumpy()).max())
+
+
+def test_layers_of_one_input_shape_and_different_strides_stay_apart(with_kernel):
+    """PyNative caches a Custom op's inferred shape: a stride-2 layer's output shape must not be
+    reused for a stride-1 layer that sees the same input shape (it was, before the geometry
+    became a primitive attribute; the next conv then failed in oneDNN)."""
+    x = ms.Tensor(np.random.default_rng(2).standard_normal((2, 6, 16, 16)).astype(np.float32))
+    for stride, size in ((2, 8), (1, 16), (2, 8)):
+        conv = DepthwiseConv2d(6, 3, stride, padding=1)
+        assert conv.kernel_op is not None
+        y = conv(x)
+        assert y.shape == (2, 6, size, size)
+        with portable_layers():
+            plain = DepthwiseConv2d(6, 3, stride, padding=1)
+        plain.weight.set_data(conv.weight.value())
+        np.testing.assert_allclose(y.asnumpy(), plain(x).asnumpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_graph_mode_training_step_matches_and_is_deterministic(with_kernel):
+    """A whole MobileNetV3 train step in graph mode: same loss and updated weights as the plain
+    conv (to float rounding), and bitwise the same on a second run (resume depends on it)."""
+    rng = np.random.default_rng(1)
+    x = ms.Tensor(rng.standard_normal((4, 3, 64, 64)).astype(np.float32))
+    y = ms.Tensor(rng.integers(0, 10, 4).astype(np.int32))
+    previous = ms.get_context("mode")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    weights = []
+    try:
+        for library in ("", with_kernel, with_kernel):
+            cpu_kernels.activate(library)
+            ms.set_seed(0)
+            net = create_model("mobilenet_v3_small_100", num_classes=10)
+            uses = sum(getattr(cell, "kernel_op", None) is not None for _, cell in net.cells_and_names())
+            # 11 depthwise convs, 9 squeeze-excite blocks (a mean and a scale each), the head's pool
+            assert uses == (11 + 2 * 9 + 1 if library else 0)
+            step = nn.TrainOneStepCell(nn.WithLossCell(net, nn.CrossEntropyLoss()), nn.Momentum(net.trainable_params(),
+                                                                                               0.1, 0.9))
+            step.set_train(True)
+            for _ in range(2):
+                step(x, y)
+            weights.append({p.name: p.asnumpy().copy() for p in net.get_parameters()})
+    finally:
+        ms.set_context(mode=previous)
+    plain, first, second = weights
+    assert first.keys() == plain.keys()
+    for name in plain:
+        np.testing.assert_array_equal(first[name], second[name], err_msg=name)
+        np.testing.assert_allclose(first[name], plain[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_portable_layers_build_without_the_kernel(with_kernel):
+    with portable_layers():
+        net = create_model("mobilenet_v2_050", num_classes=10)
+    assert cpu_kernels.active() == with_kernel  # restored
+    layers = [cell for _, cell in net.cells_and_names() if hasattr(cell, "kernel_op")]
+    assert len(layers) == 17 + 1 and all(cell.kernel_op is None for cell in layers)  # 17 depthwise, the pool
+
+
+def test_float16_inputs_take_the_plain_conv(with_kernel):
+    conv = DepthwiseConv2d(4, 3, 1, padding=1)
+    conv.to_float(ms.float16)
+    x = ms.Tensor(np.ones((1, 4, 5, 5), np.float16))
+    assert conv(x).dtype == ms.float16
+
+
+def test_switch_and_missing_compiler_fall_back_with_a_reason(monkeypatch, tmp_path):
+    monkeypatch.setenv("MINDCV_MOBILE_HOME", str(tmp_path))
+    try:
+        monkeypatch.setenv(cpu_kernels.SWITCH_ENV, "0")
+        cpu_kernels.library.cache_clear()
+        assert cpu_kernels.library() == ("", f"{cpu_kernels.SWITCH_ENV}=0")
+        monkeypatch.delenv(cpu_kernels.SWITCH_ENV)
+        monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+        cpu_kernels.library.cache_clear()
+        path, why_not = cpu_kernels.library()
+        assert path == "" and "no-such-compiler" in why_not
+        assert not list(tmp_path.rglob("*.so"))
+    finally:
+        cpu_kernels.library.cache_clear()
+
+
+def test_runtime_logs_and_sets_the_kernel(monkeypatch, kernel_path):
+    from mindcv_mobile import runtime
+    from mindcv_mobile.config import load_config
+
+    monkeypatch.setattr(cpu_kernels, "_active", "")
+    cfg = load_config(None, dict(model="mobilenet_v3_small_100", device_target="CPU", mode=1, distribute=False))
+    line = runtime.speed_defaults(cfg, "CPU")
+    assert "compiled CPU kernels for depthwise conv and squeeze-excite" in line and cpu_kernels.active() == kernel_path
+    line = runtime.speed_defaults(cfg, "Ascend")
+    assert "kernels" not in line and cpu_kernels.active() == ""
