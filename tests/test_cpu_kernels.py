@@ -8,7 +8,7 @@ import pytest
 from mindspore import nn, ops
 
 from mindcv_mobile.models import cpu_kernels, create_model
-from mindcv_mobile.models.layers import ChannelMean, ChannelScale, DepthwiseConv2d, portable_layers
+from mindcv_mobile.models.layers import ChannelMean, ChannelScale, DepthwiseConv2d, HardSwish, portable_layers
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +82,19 @@ def test_channel_mean_and_scale_equal_mindspores_ops(with_kernel, shape):
             np.testing.assert_allclose(got.asnumpy(), want.asnumpy(), rtol=1e-5, atol=1e-5 * np.abs(want.asnumpy()).max())
 
 
+def test_hardswish_equals_mindspores_fused_op_boundaries_included(with_kernel):
+    values = np.concatenate([np.array([-3.0, 3.0, -3.0001, 2.9999, 0.0, -6.0, 6.0], np.float32),
+                             np.random.default_rng(4).uniform(-5, 5, 299_999).astype(np.float32)])
+    x = ms.Tensor(values.reshape(1, 1, -1, 7))
+    dy = ms.Tensor(np.random.default_rng(5).standard_normal(x.shape).astype(np.float32))
+    act = HardSwish()
+    assert act.kernel_op is not None
+    fused = ops.hardswish
+    np.testing.assert_allclose(act(x).asnumpy(), fused(x).asnumpy(), rtol=1e-6, atol=1e-6)
+    grad = ops.GradOperation(sens_param=True)
+    np.testing.assert_allclose(grad(act)(x, dy).asnumpy(), grad(fused)(x, dy).asnumpy(), rtol=1e-6, atol=1e-6)
+
+
 def test_layers_of_one_input_shape_and_different_strides_stay_apart(with_kernel):
     """PyNative caches a Custom op's inferred shape: a stride-2 layer's output shape must not be
     reused for a stride-1 layer that sees the same input shape (it was, before the geometry
@@ -99,11 +112,14 @@ def test_layers_of_one_input_shape_and_different_strides_stay_apart(with_kernel)
 
 
 def test_graph_mode_training_step_matches_and_is_deterministic(with_kernel):
-    """A whole MobileNetV3 train step in graph mode: same loss and updated weights as the plain
-    conv (to float rounding), and bitwise the same on a second run (resume depends on it)."""
+    """Two MobileNetV3 train steps in graph mode: the same updated weights as MindSpore's ops (to
+    float rounding), and bitwise the same on a second run (resume depends on it). Batch 32: at
+    batch 4 a rounding-level difference flips single ReLU decisions in 4x4 maps, and with batch
+    statistics over 64 values that moves some BN gradients by percents (measured: a 1e-6 input
+    perturbation alone moves them by 3e-4); that is the model's conditioning, not the kernels'."""
     rng = np.random.default_rng(1)
-    x = ms.Tensor(rng.standard_normal((4, 3, 64, 64)).astype(np.float32))
-    y = ms.Tensor(rng.integers(0, 10, 4).astype(np.int32))
+    x = ms.Tensor(rng.standard_normal((32, 3, 64, 64)).astype(np.float32))
+    y = ms.Tensor(rng.integers(0, 10, 32).astype(np.int32))
     previous = ms.get_context("mode")
     ms.set_context(mode=ms.GRAPH_MODE)
     weights = []
@@ -113,8 +129,9 @@ def test_graph_mode_training_step_matches_and_is_deterministic(with_kernel):
             ms.set_seed(0)
             net = create_model("mobilenet_v3_small_100", num_classes=10)
             uses = sum(getattr(cell, "kernel_op", None) is not None for _, cell in net.cells_and_names())
-            # 11 depthwise convs, 9 squeeze-excite blocks (a mean and a scale each), the head's pool
-            assert uses == (11 + 2 * 9 + 1 if library else 0)
+            # 11 depthwise convs, 9 squeeze-excite blocks (a mean and a scale each), the head's pool,
+            # 19 hard-swishes
+            assert uses == (11 + 2 * 9 + 1 + 19 if library else 0)
             step = nn.TrainOneStepCell(nn.WithLossCell(net, nn.CrossEntropyLoss()), nn.Momentum(net.trainable_params(),
                                                                                                0.1, 0.9))
             step.set_train(True)

@@ -187,3 +187,19 @@ def make_channel_scale(path: str):
                     func_type="aot", bprop=bprop)
     _tag("channel_scale", op, backward)
     return op, _threads_cfg()
+
+
+def make_hardswish(path: str):
+    """``(op, cfg)``: ``op(x, cfg)`` is ``x * relu6(x + 3) / 6``, differentiable in x."""
+    from mindspore import ops
+
+    backward = ops.Custom(f"{path}:HardSwishBackward", out_shape=lambda d, x, c: x, out_dtype=lambda d, x, c: x,
+                          func_type="aot")
+
+    def bprop(x, cfg, out, dout):
+        return backward(dout, x, cfg), ops.zeros_like(cfg)
+
+    op = ops.Custom(f"{path}:HardSwish", out_shape=lambda x, c: x, out_dtype=lambda x, c: x, func_type="aot",
+                    bprop=bprop)
+    _tag("hardswish", op, backward)
+    return op, _threads_cfg()

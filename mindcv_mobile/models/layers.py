@@ -36,14 +36,20 @@ class HardSwish(nn.Cell):
     mapping for the fused ``HSwish`` op, while ReLU6/Add/Mul/Div export everywhere. In training
     the fused op: the elementwise graph keeps three activation-sized intermediates alive, 1 GB
     more peak memory for MobileNetV3-small at batch 32, 224 px (2.46 vs 1.46 GB). Same math; no
-    parameters, so checkpoints are unaffected.
+    parameters, so checkpoints are unaffected. Built while the compiled CPU kernels are active,
+    float32 inputs use ``cpu_kernels``' hard-swish in both modes (MindSpore's HSwish and HSwishGrad
+    were ~50 ms of a v3-small step).
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.relu6 = nn.ReLU6()
+        self.kernel_op, self.kernel_cfg = (cpu_kernels.make_hardswish(cpu_kernels.active())
+                                           if cpu_kernels.active() else (None, None))
 
     def construct(self, x):
+        if self.kernel_op is not None and x.dtype == mstype.float32:
+            return self.kernel_op(x, self.kernel_cfg)
         if self.training:
             return ops.hardswish(x)
         return x * self.relu6(x + 3.0) / 6.0
