@@ -105,10 +105,14 @@ def library() -> tuple:
 
 
 def threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
+    from ..runtime import cpu_cores  # here: runtime imports this module when it starts
+
+    return cpu_cores()
+
+
+def build(factory, *args) -> tuple:
+    """``factory(library, *args)`` -> ``(op, cfg)`` while the kernels are active, else ``(None, None)``."""
+    return factory(_active, *args) if _active else (None, None)
 
 
 def _out_size(size: int, kernel: int, stride: int, pad_mode: str, padding: int) -> int:

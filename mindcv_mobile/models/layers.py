@@ -44,8 +44,7 @@ class HardSwish(nn.Cell):
     def __init__(self) -> None:
         super().__init__()
         self.relu6 = nn.ReLU6()
-        self.kernel_op, self.kernel_cfg = (cpu_kernels.make_hardswish(cpu_kernels.active())
-                                           if cpu_kernels.active() else (None, None))
+        self.kernel_op, self.kernel_cfg = cpu_kernels.build(cpu_kernels.make_hardswish)
 
     def construct(self, x):
         if self.kernel_op is not None and x.dtype == mstype.float32:
@@ -79,9 +78,9 @@ class DepthwiseConv2d(nn.Conv2d):
         super().__init__(channels, channels, kernel_size, stride, pad_mode=pad_mode, padding=padding,
                          group=channels, has_bias=False)
         self.kernel_op, self.kernel_cfg = None, None
-        if cpu_kernels.active() and (int(kernel_size), int(stride)) in cpu_kernels.DEPTHWISE_SUPPORTED:
-            self.kernel_op, self.kernel_cfg = cpu_kernels.make_depthwise(cpu_kernels.active(), int(kernel_size),
-                                                                         int(stride), pad_mode, int(padding))
+        if (int(kernel_size), int(stride)) in cpu_kernels.DEPTHWISE_SUPPORTED:
+            self.kernel_op, self.kernel_cfg = cpu_kernels.build(cpu_kernels.make_depthwise, int(kernel_size),
+                                                                int(stride), pad_mode, int(padding))
 
     def construct(self, x):
         if self.kernel_op is not None and x.dtype == mstype.float32:
@@ -97,8 +96,7 @@ class ChannelMean(nn.Cell):
     def __init__(self, keep_dims: bool = True) -> None:
         super().__init__()
         self.keep_dims = keep_dims
-        self.kernel_op, self.kernel_cfg = (cpu_kernels.make_channel_mean(cpu_kernels.active())
-                                           if cpu_kernels.active() else (None, None))
+        self.kernel_op, self.kernel_cfg = cpu_kernels.build(cpu_kernels.make_channel_mean)
 
     def construct(self, x):
         if self.kernel_op is not None and x.dtype == mstype.float32:
@@ -113,8 +111,7 @@ class ChannelScale(nn.Cell):
 
     def __init__(self) -> None:
         super().__init__()
-        self.kernel_op, self.kernel_cfg = (cpu_kernels.make_channel_scale(cpu_kernels.active())
-                                           if cpu_kernels.active() else (None, None))
+        self.kernel_op, self.kernel_cfg = cpu_kernels.build(cpu_kernels.make_channel_scale)
 
     def construct(self, x, scale):
         if self.kernel_op is not None and x.dtype == mstype.float32 and scale.dtype == mstype.float32:
