@@ -25,7 +25,6 @@ from mindspore import nn
 
 from ..config import Config
 from ..evaluation import RUN_CLASSES, load_eval_network, resolve_eval_config, standalone_config
-from ..models.layers import portable_layers
 from ..runtime import init_runtime
 from .deploy import INPUT_NAME, OUTPUT_NAME, export_deploy_mindir, export_int8_onnx, onnx_session
 
@@ -93,12 +92,11 @@ def export_quant_model(cfg: Config, output: Optional[str] = None, verify: bool =
         raise ValueError("export_quant_model exports QAT checkpoints: set quant: True (--quant True)")
     cfg = resolve_eval_config(standalone_config(cfg))
     init_runtime(cfg)
-    with portable_layers():  # MindSpore's own ops only (the deploy graph too): the files run elsewhere
-        net = load_eval_network(cfg)
-        stem = _stem(cfg, output)
-        size, channels = cfg.image_resize, cfg.in_channels
-        mindir = export_deploy_mindir(net, stem + ".mindir", size, channels)
-        exported = export_int8_onnx(net, stem + ".onnx", size, channels)
+    net = load_eval_network(cfg)
+    stem = _stem(cfg, output)
+    size, channels = cfg.image_resize, cfg.in_channels
+    mindir = export_deploy_mindir(net, stem + ".mindir", size, channels)
+    exported = export_int8_onnx(net, stem + ".onnx", size, channels)
     checkpoint = net.load_report.path
     result = QuantExportResult(mindir=mindir, int8_onnx=exported.int8_onnx, fp32_onnx=exported.fp32_onnx,
                                input_shape=(1, channels, size, size), checkpoint=checkpoint)
