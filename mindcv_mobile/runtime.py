@@ -177,8 +177,8 @@ def speed_defaults(cfg, device: str, distribute: bool = False) -> str:
     library, why_not = cpu_kernels.library() if device == "CPU" else ("", "")
     cpu_kernels.activate(library)
     if device == "CPU":
-        parts.append("compiled CPU kernels for depthwise conv and squeeze-excite" if library
-                     else f"MindSpore's depthwise conv and squeeze-excite ops ({why_not})")
+        parts.append("compiled CPU kernels for depthwise conv, squeeze-excite and hard-swish" if library
+                     else f"MindSpore's depthwise conv, squeeze-excite and hard-swish ops ({why_not})")
     CPU_SETTINGS.update(sink_mode=sink, data_workers=workers, cpu_kernels=bool(library))
     return ", ".join(parts)
 

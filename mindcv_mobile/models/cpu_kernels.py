@@ -2,7 +2,8 @@
 
 Profiled (MobileNetV3-small, batch 32, 224 px, one training step): depthwise convs took 320 of
 540 ms of oneDNN time (one small GEMM per image and channel), and the squeeze-and-excite
-block's mean, its gradient (Tile) and the x * scale gradient (ReduceSum) about 90 ms more.
+block's mean, its gradient (Tile) and the x * scale gradient (ReduceSum) about 90 ms more, and
+hard-swish with its gradient about 50 ms.
 ``cpu_kernels.cc`` computes the same math with plain loops (benchmarks/README.md has the
 per-layer and whole-step figures). It is compiled once per machine with the system's C++ compiler
 into the cache directory and used through ``ops.Custom(func_type="aot")`` with a ``bprop``;
