@@ -283,13 +283,15 @@ def _import_timm():
     import importlib.machinery
     import types
 
+    def _stub_attribute(owner, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        sub = _Meta(name, (_Stub,), {})
+        setattr(owner, name, sub)
+        return sub
+
     class _Meta(type):
-        def __getattr__(cls, name):
-            if name.startswith("__"):
-                raise AttributeError(name)
-            sub = _Meta(name, (_Stub,), {})
-            setattr(cls, name, sub)
-            return sub
+        __getattr__ = _stub_attribute
 
     class _Stub(metaclass=_Meta):
         def __init__(self, *args, **kwargs):
@@ -297,13 +299,7 @@ def _import_timm():
 
     class _Module(types.ModuleType):
         __path__: list = []
-
-        def __getattr__(self, name):
-            if name.startswith("__"):
-                raise AttributeError(name)
-            sub = _Meta(name, (_Stub,), {})
-            setattr(self, name, sub)
-            return sub
+        __getattr__ = _stub_attribute
 
     class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         def find_spec(self, fullname, path, target=None):
