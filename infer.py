@@ -1,20 +1,21 @@
-"""Classify images with a checkpoint (MindSpore) or an exported .onnx file (onnxruntime): top-5 with names.
+"""Classify images with a checkpoint (MindSpore), an exported .onnx (onnxruntime) or .mindir file: top-5 with names.
 
     python infer.py --ckpt_path runs/x/mobilenet_v3_small_100-best.ckpt photo.jpg more_photos/
     python infer.py --ckpt_path mobilenet.onnx --output predictions.csv photos/     # fast CPU path
+    python infer.py --ckpt_path mobilenet.mindir photos/
     python infer.py -c RECIPE --pretrained True --classes imagenet_classes.txt photo.jpg
 
 Class names come from --classes, else the exported file's .json metadata, else classes.json in the
 checkpoint's run directory, else label indices. Without -c, a checkpoint's run directory config.yaml
-gives model, num_classes and preprocessing.
+(an exported file's .json metadata) gives model, num_classes and preprocessing. Unreadable images are
+skipped with a warning.
 """
 import sys
 
 import mindcv_mobile  # noqa: F401  (first: sets CPU speed defaults before MindSpore loads)
-from mindcv_mobile.cli import run_main
-from mindcv_mobile.config import parse_args
-from mindcv_mobile.deploy import classify, predictions_format, read_class_names, write_predictions
-from mindcv_mobile.evaluation import config_from_run_dir
+from mindcv_mobile.cli import parse_args, run_main
+from mindcv_mobile.config import config_from_run_dir
+from mindcv_mobile.tasks.infer import infer, reads_run_config
 
 
 def _arguments(group) -> None:
@@ -25,19 +26,19 @@ def _arguments(group) -> None:
 
 
 def main(argv=None) -> int:
-    cfg, extras = parse_args(argv, description="Classify images (top-5) with a .ckpt or .onnx",
+    cfg, extras = parse_args(argv, description="Classify images (top-5) with a .ckpt, .onnx or .mindir",
                              extra_arguments=_arguments)
-    if not extras.config and cfg.ckpt_path and not cfg.ckpt_path.lower().endswith(".onnx"):
+    if not extras.config and reads_run_config(cfg):
         cfg = config_from_run_dir(cfg, cfg.ckpt_path)
-    if extras.output:
-        predictions_format(extras.output)  # a wrong extension fails before any work is done
-    names = read_class_names(extras.classes) if extras.classes else None
-    predictions = classify(cfg, extras.images, classes=names, topk=extras.topk)
-    for p in predictions:
+    result = infer(cfg, extras.images, classes=extras.classes or None, topk=extras.topk, output=extras.output or None)
+    for p in result.predictions:
         top = ", ".join(f"{t['class']} {t['probability']:.4f}" for t in p["top"])
         print(f"{p['path']}: {top}")
-    if extras.output:
-        print(f"predictions written to {write_predictions(predictions, extras.output)}")
+    if result.skipped:
+        print(f"skipped {len(result.skipped)} unreadable image(s): {', '.join(path for path, _ in result.skipped)}",
+              file=sys.stderr)
+    if result.output:
+        print(f"predictions written to {result.output}")
     return 0
 
 

@@ -7,9 +7,8 @@
 import sys
 
 import mindcv_mobile  # noqa: F401  (first: sets CPU speed defaults before MindSpore loads)
-from mindcv_mobile.cli import run_main
-from mindcv_mobile.config import parse_args
-from mindcv_mobile.training import train
+from mindcv_mobile.cli import parse_args, run_main
+from mindcv_mobile.tasks import train
 
 
 def main(argv=None) -> int:

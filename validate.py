@@ -8,9 +8,9 @@ import json
 import sys
 
 import mindcv_mobile  # noqa: F401  (first: sets CPU speed defaults before MindSpore loads)
-from mindcv_mobile.cli import run_main
-from mindcv_mobile.config import parse_args
-from mindcv_mobile.evaluation import config_from_run_dir, validate
+from mindcv_mobile.cli import parse_args, run_main
+from mindcv_mobile.config import config_from_run_dir
+from mindcv_mobile.tasks import validate
 
 
 def _arguments(group) -> None:

@@ -153,20 +153,21 @@ def _worker_mindspore(args) -> dict:
         import mindcv_mobile  # noqa: F401  (first: the package's ISA rule, before MindSpore loads)
     import mindspore as ms
     import numpy as np
-    from mindspore import Tensor, nn
+    from mindspore import Tensor
 
-    from mindcv_mobile import runtime
+    from mindcv_mobile import build, runtime
     from mindcv_mobile.config import load_config
-    from mindcv_mobile.training import TrainStep, create_loss, create_lr_schedule, create_optimizer, resolve_precision
 
+    # train.py's objects through its build step; the LR schedule spans the timed steps (no warmup).
     cfg = load_config(args.recipe or find_recipe(args.model), dict(
         model=args.model, batch_size=args.batch_size, image_resize=args.image_size, num_classes=1000,
-        device_target="CPU", mode=0, distribute=False, pretrained=False, ckpt_path=""))
+        device_target="CPU", mode=0, distribute=False, pretrained=False, ckpt_path="", epoch_size=1,
+        warmup_epochs=0, decay_epochs=1))
+    precision = build.build_precision(cfg, "CPU")
     if args.variant.startswith("ours"):
-        from mindcv_mobile.models import create_model
-
-        runtime.init_runtime(cfg)  # the entry points' defaults: device, mode, threads, seed
-        net = create_model(cfg.model, num_classes=cfg.num_classes)
+        rt = runtime.init_runtime(cfg)  # the entry points' defaults: device, mode, threads, seed
+        # The compiled kernels as training uses them (off in ours_nokern: MINDCV_MOBILE_CPU_KERNELS=0).
+        net = build.build_model(cfg, cpu_kernels=rt.cpu_kernels, amp_level=precision.amp_level)
         threads = runtime.CPU_SETTINGS.get("threads")
     else:
         import mindcv
@@ -175,19 +176,12 @@ def _worker_mindspore(args) -> dict:
         ms.set_context(mode=ms.GRAPH_MODE)  # mindcv's train.py default (mode 0)
         ms.set_seed(cfg.seed)
         net = mindcv.models.create_model(cfg.model, num_classes=cfg.num_classes)
+        if precision.amp_level != "O0":
+            net = ms.amp.auto_mixed_precision(net, precision.amp_level)
         threads = None  # MindSpore's default
-    precision = resolve_precision(cfg, "CPU")
-    if precision.amp_level != "O0":
-        net = ms.amp.auto_mixed_precision(net, precision.amp_level)
     params = sum(int(np.prod(p.shape)) for p in net.get_parameters())
-    loss_fn = create_loss(cfg.loss, label_smoothing=cfg.label_smoothing, reduction=cfg.reduction)
-    steps = 1000
-    lr = create_lr_schedule(cfg.scheduler, lr=cfg.lr, steps_per_epoch=steps, num_epochs=1, min_lr=cfg.min_lr,
-                            warmup_epochs=0, decay_epochs=1)
-    optimizer = create_optimizer(net.trainable_params(), opt=cfg.opt, lr=lr, weight_decay=cfg.weight_decay,
-                                 momentum=cfg.momentum, nesterov=cfg.use_nesterov,
-                                 weight_decay_filter=cfg.weight_decay_filter, loss_scale=1.0, eps=cfg.eps)
-    train_step = TrainStep(nn.WithLossCell(net, loss_fn), optimizer, precision)
+    optimizer = build.build_optimizer(cfg, net, build.build_lr_schedule(cfg, steps_per_epoch=1000))
+    train_step = build.build_train_step(cfg, net, optimizer, precision)
     train_step.set_train(True)
     rng = np.random.default_rng(0)
     size = args.image_size
@@ -226,29 +220,24 @@ def _worker_paired(args) -> dict:
     import mindcv_mobile  # noqa: F401  (first: the package's ISA rule, before MindSpore loads)
     import mindcv
     import numpy as np
-    from mindspore import Tensor, nn
+    from mindspore import Tensor
 
-    from mindcv_mobile import runtime
+    from mindcv_mobile import build, runtime
     from mindcv_mobile.config import load_config
-    from mindcv_mobile.models import create_model
-    from mindcv_mobile.training import TrainStep, create_loss, create_optimizer, resolve_precision
 
     cfg = load_config(args.recipe or find_recipe(args.model), dict(
         model=args.model, batch_size=args.batch_size, image_resize=args.image_size, num_classes=1000,
         device_target="CPU", mode=0, distribute=False, pretrained=False, ckpt_path=""))
-    runtime.init_runtime(cfg)
-    precision = resolve_precision(cfg, "CPU")
+    rt = runtime.init_runtime(cfg)
+    precision = build.build_precision(cfg, "CPU")
     rng = np.random.default_rng(0)
     x = Tensor(rng.standard_normal((args.batch_size, 3, args.image_size, args.image_size), dtype=np.float32))
     y = Tensor(rng.integers(0, cfg.num_classes, args.batch_size).astype(np.int32))
     steps = {}
-    for name, net in (("ours", create_model(cfg.model, num_classes=cfg.num_classes)),
+    for name, net in (("ours", build.build_model(cfg, cpu_kernels=rt.cpu_kernels)),
                       ("mindcv_isa", mindcv.models.create_model(cfg.model, num_classes=cfg.num_classes))):
-        optimizer = create_optimizer(net.trainable_params(), opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                     momentum=cfg.momentum, nesterov=cfg.use_nesterov,
-                                     weight_decay_filter=cfg.weight_decay_filter, eps=cfg.eps)
-        step = TrainStep(nn.WithLossCell(net, create_loss(cfg.loss, label_smoothing=cfg.label_smoothing)),
-                         optimizer, precision)
+        # The same optimizer and step for both (a constant LR: only the step's cost is measured).
+        step = build.build_train_step(cfg, net, build.build_optimizer(cfg, net, cfg.lr), precision)
         step.set_train(True)
         for _ in range(1 + args.warmup):
             step(x, y).asnumpy()
@@ -402,9 +391,9 @@ def write_jpeg_tree(root: str, images: int, classes: int = 10, size=(500, 375), 
 
 def _worker_pipeline(args) -> dict:
     import mindcv_mobile  # noqa: F401
-    from mindcv_mobile import runtime
+    from mindcv_mobile import build, runtime
     from mindcv_mobile.config import load_config
-    from mindcv_mobile.data import create_dataset, create_loader, create_transforms
+    from mindcv_mobile.data import create_dataset, create_loader
 
     model = args.models.split(",")[0]
     cfg = load_config(args.recipe or find_recipe(model), dict(
@@ -412,10 +401,7 @@ def _worker_pipeline(args) -> dict:
     workers = args.workers or runtime.data_workers(cfg.num_parallel_workers)
     dataset = create_dataset(cfg.dataset, cfg.data_dir, cfg.train_split, shuffle=True, num_parallel_workers=workers,
                              seed=cfg.seed)
-    transforms = create_transforms(
-        cfg.dataset, image_resize=cfg.image_resize, is_training=True, scale=tuple(cfg.scale), ratio=tuple(cfg.ratio),
-        hflip=cfg.hflip, vflip=cfg.vflip, color_jitter=cfg.color_jitter, interpolation=cfg.interpolation,
-        auto_augment=cfg.auto_augment, re_prob=cfg.re_prob, mean=tuple(cfg.mean), std=tuple(cfg.std))
+    transforms = build.build_transforms(cfg, True)
     loader = create_loader(dataset, cfg.batch_size, drop_remainder=True, is_training=True, transform=transforms,
                            num_classes=1000, num_parallel_workers=workers)
     iterator = loader.create_tuple_iterator(num_epochs=-1, output_numpy=True)
@@ -437,7 +423,7 @@ def _worker_e2e(args) -> dict:
     import mindcv_mobile  # noqa: F401
     from mindcv_mobile import runtime
     from mindcv_mobile.config import load_config
-    from mindcv_mobile.training import train
+    from mindcv_mobile.tasks import train
 
     steps = args.e2e_steps
     epochs = 1 + args.repeats  # the first epoch compiles the graph and is not timed

@@ -1,4 +1,4 @@
 """mindcv_mobile: train, validate and deploy the MobileNet family with MindSpore."""
-from . import runtime as _runtime  # noqa: F401  (applies CPU speed settings before MindSpore loads)
+from . import host as _host  # noqa: F401  (first: the oneDNN ISA cap must precede MindSpore)
 
 __version__ = "0.1.0"

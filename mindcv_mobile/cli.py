@@ -1,9 +1,15 @@
-"""What the entry points share: turning expected failures into one-line errors."""
+"""What the entry points share: the command line (``-c RECIPE`` plus ``--<key>`` for every
+schema key) and turning expected failures into one-line errors."""
 from __future__ import annotations
 
+import argparse
 import os
 import sys
-from typing import Callable
+from typing import Callable, Optional, Sequence
+
+import yaml
+
+from .config import ALIASES, KEYS, SCHEMA, ConfigError, closest_hint, defaults, merge, read_yaml, validate
 
 # Failures a user can fix from the message (bad path, bad value, no launcher, diverged loss);
 # anything else is a bug and keeps its traceback.
@@ -23,3 +29,61 @@ def run_main(main: Callable[[], int], prog: str) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+
+
+def _parse_cli_value(text: str):
+    # YAML scalars: "0.1" -> float, "[0.08, 1.0]" -> list, "None"/"null" -> None, "True" -> bool.
+    if text in ("None", "none"):
+        return None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _add_key_arguments(parser: argparse.ArgumentParser) -> None:
+    for group_name, keys in SCHEMA.items():
+        group = parser.add_argument_group(group_name)
+        for name, key in keys.items():
+            default = key.default if key.default not in ("", None) else None
+            extra = f" {{{', '.join(map(str, key.choices))}}}" if key.choices else ""
+            group.add_argument(f"--{name}", dest=name, default=argparse.SUPPRESS, metavar=key.kind.upper(),
+                               help=f"{key.help}{extra} (default: {default})")
+    for alias in ALIASES:
+        parser.add_argument(f"--{alias}", dest=alias, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def build_parser(description: str, extra_arguments=None) -> argparse.ArgumentParser:
+    """The command-line parser of an entry point: ``-c RECIPE`` plus ``--<key>`` for every key."""
+    parser = argparse.ArgumentParser(description=description, allow_abbrev=False,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("-c", "--config", default="", help="YAML recipe")
+    if extra_arguments:
+        extra_arguments(parser.add_argument_group("this command"))
+    _add_key_arguments(parser)
+    return parser
+
+
+def parse_args(argv: Optional[Sequence[str]] = None, description: str = "", extra_arguments=None):
+    """Parse an entry point's command line: returns (Config, namespace of the extra arguments).
+
+    Unknown flags are errors naming the closest key (argparse alone would only say
+    'unrecognized arguments').
+    """
+    parser = build_parser(description, extra_arguments)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    known, unknown = parser.parse_known_args(argv)
+    if unknown:
+        flag = next((u for u in unknown if u.startswith("-")), unknown[0])
+        name = flag.lstrip("-").split("=", 1)[0]
+        parser.exit(2, f"{parser.prog}: error: unknown option {flag}{closest_hint(name)}\n")
+    cli = {name: _parse_cli_value(value) for name, value in vars(known).items() if name in KEYS or name in ALIASES}
+    extras = argparse.Namespace(**{k: v for k, v in vars(known).items() if k not in KEYS and k not in ALIASES})
+    try:
+        cfg = defaults()
+        if known.config:
+            merge(cfg, read_yaml(known.config), known.config)
+        cfg = validate(merge(cfg, cli, "command line"))
+    except ConfigError as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    return cfg, extras

@@ -7,18 +7,28 @@ names the closest valid key or the accepted values.
 """
 from __future__ import annotations
 
-import argparse
+import copy
 import dataclasses
 import difflib
+import logging
 import os
-import sys
-import tempfile
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import yaml
 
-IMAGENET_MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
-IMAGENET_STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
+from .data import DATASET_READERS, INTERPOLATIONS
+from .files import write_yaml
+from .models.registry import IMAGENET_MEAN, IMAGENET_STD
+from .quant import check_quant_config
+from .run_dir import CONFIG as RUN_CONFIG
+from .run_dir import SAVE_POLICIES
+from .training.loss import LOSS_CHOICES, TRAIN_REDUCTIONS
+from .training.lr import SCHEDULER_CHOICES
+from .training.optim import OPTIMIZER_CHOICES, WEIGHT_DECAY_FILTER_CHOICES
+from .training.train_step import AMP_LEVELS, LOSS_SCALE_TYPES
+
+DEVICE_CHOICES = ("auto", "Ascend", "GPU", "CPU")
+_logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +49,7 @@ def _k(default, kind, help, choices=None, nullable=False, length=None):
 SCHEMA = {
     "system": {
         "mode": _k(0, "int", "0 = graph mode (production), 1 = PyNative", choices=(0, 1)),
-        "device_target": _k("auto", "str", "auto picks Ascend, then GPU, then CPU", choices=("auto", "Ascend", "GPU", "CPU")),
+        "device_target": _k("auto", "str", "auto picks Ascend, then GPU, then CPU", choices=DEVICE_CHOICES),
         "jit_level": _k("", "str", "graph kernel-by-kernel (O0), fused (O1) or whole-graph sink (O2); '' = MindSpore's "
                         "default for the device; applied where the device supports it", choices=("", "O0", "O1", "O2")),
         "distribute": _k(None, "bool", "data-parallel over msrun workers; default: what the launcher environment says",
@@ -55,7 +65,7 @@ SCHEMA = {
     },
     "dataset": {
         "dataset": _k("imagenet", "str", "imagenet = any ImageFolder tree; cifar10 = CIFAR-10 binary",
-                      choices=("imagenet", "cifar10")),
+                      choices=tuple(DATASET_READERS)),
         "data_dir": _k("./", "str", "dataset root holding the split folders"),
         "train_split": _k("train", "str", "training split folder under data_dir"),
         "val_split": _k("val", "str", "validation split folder under data_dir"),
@@ -75,15 +85,15 @@ SCHEMA = {
         "vflip": _k(0.0, "float", "vertical flip probability"),
         "color_jitter": _k(0.4, "float", "brightness/contrast/saturation jitter (ignored when auto_augment is set)",
                            nullable=True),
-        "interpolation": _k("bilinear", "str", "resize interpolation", choices=("bilinear", "bicubic", "nearest", "area")),
+        "interpolation": _k("bilinear", "str", "resize interpolation", choices=tuple(INTERPOLATIONS)),
         "auto_augment": _k(None, "str", "randaug-m9-mstd0.5 style, autoaug or trivialaug", nullable=True),
         "re_prob": _k(0.0, "float", "random erasing probability"),
         "re_scale": _k([0.02, 0.33], "floats", "random erasing area range", length=2),
         "re_ratio": _k([0.3, 3.3], "floats", "random erasing aspect-ratio range", length=2),
         "re_value": _k(0, "int", "random erasing fill value"),
         "re_max_attempts": _k(10, "int", "random erasing attempts"),
-        "mean": _k(IMAGENET_MEAN, "floats", "normalisation mean (0-255 scale)", length=3),
-        "std": _k(IMAGENET_STD, "floats", "normalisation std (0-255 scale)", length=3),
+        "mean": _k(list(IMAGENET_MEAN), "floats", "normalisation mean (0-255 scale)", length=3),
+        "std": _k(list(IMAGENET_STD), "floats", "normalisation std (0-255 scale)", length=3),
         "crop_pct": _k(0.875, "float", "eval: resize to image_resize / crop_pct, then center crop"),
         "mixup": _k(0.0, "float", "mixup alpha (0 = off)"),
         "cutmix": _k(0.0, "float", "cutmix alpha (0 = off)"),
@@ -96,13 +106,13 @@ SCHEMA = {
         "drop_rate": _k(None, "float", "dropout before the classifier; None = model default", nullable=True),
         "drop_path_rate": _k(None, "float", "accepted for mindcv recipes; must be None or 0", nullable=True),
         "amp_level": _k("O0", "str", "mixed precision for training (CPU resolves O1-O3 to O0 unless forced)",
-                        choices=("O0", "O1", "O2", "O3")),
+                        choices=AMP_LEVELS),
         "amp_force": _k(False, "bool", "use amp_level even on CPU, where fp16 is 3-4x slower"),
-        "val_amp_level": _k("O0", "str", "mixed precision for validation", choices=("O0", "O1", "O2", "O3")),
+        "val_amp_level": _k("O0", "str", "mixed precision for validation", choices=AMP_LEVELS),
         "keep_checkpoint_max": _k(10, "int", "epoch checkpoints kept (the best is kept separately)"),
         "ckpt_save_dir": _k("./ckpt", "str", "the run directory: config, checkpoints, metrics.jsonl, log"),
         "ckpt_save_interval": _k(1, "int", "epochs between checkpoints"),
-        "ckpt_save_policy": _k("latest_k", "str", "which epoch checkpoints to keep", choices=("latest_k", "top_k")),
+        "ckpt_save_policy": _k("latest_k", "str", "which epoch checkpoints to keep", choices=SAVE_POLICIES),
         "epoch_size": _k(90, "int", "training epochs"),
         "dataset_sink_mode": _k(True, "bool", "feed the device through a data queue (where supported)"),
         "ema": _k(False, "bool", "keep an exponential moving average of the weights; validate with it"),
@@ -112,22 +122,21 @@ SCHEMA = {
         "gradient_accumulation_steps": _k(1, "int", "only 1 is supported"),
     },
     "optimizer": {
-        "opt": _k("adam", "str", "optimizer", choices=("momentum", "sgd", "rmsprop", "adam", "adamw")),
+        "opt": _k("adam", "str", "optimizer", choices=OPTIMIZER_CHOICES),
         "momentum": _k(0.9, "float", "momentum (momentum, rmsprop)"),
         "weight_decay": _k(1e-6, "float", "weight decay"),
         "weight_decay_filter": _k("disable", "str", "disable = decay everything; auto / norm_and_bias = "
-                                  "no decay on BN and biases", choices=("disable", "auto", "norm_and_bias")),
+                                  "no decay on BN and biases", choices=WEIGHT_DECAY_FILTER_CHOICES),
         "use_nesterov": _k(False, "bool", "Nesterov momentum"),
         "eps": _k(1e-10, "float", "optimizer epsilon (rmsprop, adam)"),
         "loss_scale": _k(1.0, "float", "loss scale (initial value when dynamic)"),
         "loss_scale_type": _k("auto", "str", "auto = dynamic on Ascend/GPU, fixed on CPU",
-                              choices=("auto", "fixed", "dynamic")),
+                              choices=LOSS_SCALE_TYPES),
         "drop_overflow_update": _k(False, "bool", "fixed loss scale: skip steps whose gradients overflow"),
     },
     "scheduler": {
         "scheduler": _k("cosine_decay", "str", "LR schedule, computed per step",
-                        choices=("constant", "cosine_decay", "step_decay", "multi_step_decay", "polynomial",
-                                 "exponential_decay")),
+                        choices=SCHEDULER_CHOICES),
         "lr": _k(0.001, "float", "peak learning rate"),
         "min_lr": _k(1e-6, "float", "final learning rate (cosine_decay, polynomial)"),
         "warmup_epochs": _k(3, "float", "linear warmup epochs"),
@@ -141,10 +150,10 @@ SCHEMA = {
         "poly_power": _k(1.0, "float", "exponent of the polynomial schedule"),
     },
     "loss": {
-        "loss": _k("CE", "str", "CE = softmax cross-entropy, BCE = sigmoid binary cross-entropy", choices=("CE", "BCE")),
+        "loss": _k("CE", "str", "CE = softmax cross-entropy, BCE = sigmoid binary cross-entropy", choices=LOSS_CHOICES),
         "label_smoothing": _k(0.0, "float", "label smoothing epsilon"),
         "aux_factor": _k(0.0, "float", "accepted for mindcv recipes (MobileNets have no aux head)"),
-        "reduction": _k("mean", "str", "loss reduction", choices=("mean", "sum")),
+        "reduction": _k("mean", "str", "loss reduction", choices=TRAIN_REDUCTIONS),
     },
     # Quantization-aware training (mindcv_mobile/quant): MobileNetV2, int8 weights per channel,
     # uint8 activations, BN folded. Step counts are optimizer steps of this run.
@@ -184,13 +193,13 @@ class Config(dict):
         try:
             return self[name]
         except KeyError:
-            raise AttributeError(f"config has no key {name!r}{_closest_hint(name)}") from None
+            raise AttributeError(f"config has no key {name!r}{closest_hint(name)}") from None
 
     def __setattr__(self, name: str, value) -> None:
         self[name] = value
 
 
-def _closest_hint(name: str) -> str:
+def closest_hint(name: str) -> str:
     close = difflib.get_close_matches(name, list(KEYS) + list(ALIASES), n=3, cutoff=0.6)
     close = [ALIASES.get(c, c) for c in close]
     return f"; did you mean {' or '.join(dict.fromkeys(close))}?" if close else ""
@@ -297,43 +306,10 @@ def merge(cfg: Config, values: dict, source: str) -> Config:
         if isinstance(value, dict):
             raise ConfigError(f"{source}: {raw_name} is a section; recipes are flat key: value lines like mindcv's")
         if name not in KEYS:
-            raise ConfigError(f"{source}: unknown key {raw_name!r}{_closest_hint(raw_name)}")
+            raise ConfigError(f"{source}: unknown key {raw_name!r}{closest_hint(raw_name)}")
         cfg[name] = coerce(name, value, source)
         cfg.origins[name] = source
     return cfg
-
-
-def _parse_cli_value(text: str):
-    # YAML scalars: "0.1" -> float, "[0.08, 1.0]" -> list, "None"/"null" -> None, "True" -> bool.
-    if text in ("None", "none"):
-        return None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def _add_key_arguments(parser: argparse.ArgumentParser) -> None:
-    for group_name, keys in SCHEMA.items():
-        group = parser.add_argument_group(group_name)
-        for name, key in keys.items():
-            default = key.default if key.default not in ("", None) else None
-            extra = f" {{{', '.join(map(str, key.choices))}}}" if key.choices else ""
-            group.add_argument(f"--{name}", dest=name, default=argparse.SUPPRESS, metavar=key.kind.upper(),
-                               help=f"{key.help}{extra} (default: {default})")
-    for alias in ALIASES:
-        parser.add_argument(f"--{alias}", dest=alias, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-
-
-def build_parser(description: str, extra_arguments=None) -> argparse.ArgumentParser:
-    """The command-line parser of an entry point: ``-c RECIPE`` plus ``--<key>`` for every key."""
-    parser = argparse.ArgumentParser(description=description, allow_abbrev=False,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("-c", "--config", default="", help="YAML recipe")
-    if extra_arguments:
-        extra_arguments(parser.add_argument_group("this command"))
-    _add_key_arguments(parser)
-    return parser
 
 
 def validate(cfg: Config) -> Config:
@@ -368,26 +344,11 @@ def validate(cfg: Config) -> Config:
     if cfg.pretrained and cfg.ckpt_path:
         raise ConfigError("set either pretrained: True or ckpt_path, not both")
     if cfg.quant:
-        _validate_quant(cfg)
+        try:
+            check_quant_config(cfg)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     return cfg
-
-
-def _validate_quant(cfg: Config) -> None:
-    if not cfg.model.startswith("mobilenet_v2_"):
-        raise ConfigError(f"quant: True supports the mobilenet_v2_* models, got model {cfg.model}")
-    for name in ("amp_level", "val_amp_level"):
-        # Observer ranges and folded-BN statistics are float32 arithmetic.
-        if cfg[name] != "O0":
-            raise ConfigError(f"quant: True trains and evaluates in float32; set {name}: O0, got {cfg[name]}")
-    if cfg.ema:
-        raise ConfigError("quant: True does not support ema: True (the QAT state is not averaged); set ema: False")
-    if cfg.quant_delay < 1:
-        raise ConfigError(f"quant_delay must be >= 1 step (observers need one batch to get a range), "
-                          f"got {cfg.quant_delay}")
-    if cfg.freeze_bn < 0:
-        raise ConfigError(f"freeze_bn must be >= 0 steps, got {cfg.freeze_bn}")
-    if not 0.0 <= cfg.quant_ema_decay < 1.0:
-        raise ConfigError(f"quant_ema_decay must be in [0, 1), got {cfg.quant_ema_decay}")
 
 
 def load_config(recipe: Optional[str] = None, overrides: Optional[dict] = None) -> Config:
@@ -400,37 +361,40 @@ def load_config(recipe: Optional[str] = None, overrides: Optional[dict] = None) 
     return validate(cfg)
 
 
-def parse_args(argv: Optional[Sequence[str]] = None, description: str = "", extra_arguments=None):
-    """Parse an entry point's command line: returns (Config, namespace of the extra arguments).
-
-    Unknown flags are errors naming the closest key (argparse alone would only say
-    'unrecognized arguments').
-    """
-    parser = build_parser(description, extra_arguments)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    known, unknown = parser.parse_known_args(argv)
-    if unknown:
-        flag = next((u for u in unknown if u.startswith("-")), unknown[0])
-        name = flag.lstrip("-").split("=", 1)[0]
-        parser.exit(2, f"{parser.prog}: error: unknown option {flag}{_closest_hint(name)}\n")
-    cli = {name: _parse_cli_value(value) for name, value in vars(known).items() if name in KEYS or name in ALIASES}
-    extras = argparse.Namespace(**{k: v for k, v in vars(known).items() if k not in KEYS and k not in ALIASES})
-    try:
-        cfg = defaults()
-        if known.config:
-            merge(cfg, read_yaml(known.config), known.config)
-        cfg = validate(merge(cfg, cli, "command line"))
-    except ConfigError as err:
-        parser.exit(2, f"{parser.prog}: error: {err}\n")
-    return cfg, extras
-
-
 def save_config(cfg: Config, path: str) -> str:
     """Write the resolved config as YAML, atomically."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".yaml", dir=folder)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        yaml.safe_dump(dict(cfg), f, sort_keys=False)
-    os.replace(tmp, path)
-    return path
+    return write_yaml(path, dict(cfg), "config")
+
+
+def copy_config(cfg: Config) -> Config:
+    """An independent copy of ``cfg`` that keeps its ``origins``."""
+    out = Config(copy.deepcopy(dict(cfg)))
+    out.origins.update(getattr(cfg, "origins", {}))
+    return out
+
+
+# Keys of a run's config.yaml that describe how that run started, not how to use its weights.
+_RUN_START_KEYS = ("pretrained", "ckpt_path", "resume", "resume_opt", "distribute")
+
+
+def config_from_run_dir(cfg: Config, weights: str) -> Config:
+    """``cfg`` rebuilt on the ``config.yaml`` of the run directory holding ``weights``, when there is one.
+
+    For entry points called without ``-c``: a checkpoint written by ``train.py`` sits beside the
+    resolved recipe it was trained with (model, num_classes, image size, normalisation), which is
+    then the base, with every key given on the command line applied on top. Keys describing how
+    the run started (pretrained, ckpt_path, resume, distribute) are not taken from it.
+    """
+    run_config = os.path.join(os.path.dirname(os.path.abspath(weights)), RUN_CONFIG)
+    if not weights or not os.path.isfile(run_config):
+        return cfg
+    values = {k: v for k, v in read_yaml(run_config).items() if k not in _RUN_START_KEYS}
+    out = defaults()
+    try:
+        merge(out, values, run_config)
+        merge(out, {k: cfg[k] for k in cfg.origins}, "command line")
+        validate(out)
+    except ConfigError as err:
+        raise ValueError(f"{err} (read from the run directory of {weights}; pass -c RECIPE to use another)") from None
+    _logger.info("configuration from %s (no -c given)", run_config)
+    return out

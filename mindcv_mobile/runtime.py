@@ -5,56 +5,20 @@ for the loss scale) and logged once, so the rest of the code never asks ``if dev
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import random
 import sys
 
-_logger = logging.getLogger(__name__)
-
-# MindSpore 2.10 hands oneDNN plain NCHW tensors. On any CPU with AVX-512 (the choice depends on
-# the ISA, not the vendor) its oneDNN then runs every convolution but 1x1 as
-# "jit_uni_ncsp:conv+ref:any", a reference kernel: a 3x3 depthwise conv, 144 ch at 56x56, batch
-# 32, takes 1.3 s forward instead of 54 ms; capped at AVX2 it picks "gemm:jit" (both seen with
-# ONEDNN_VERBOSE=1). Whole train steps run 4-8x faster capped; what the cap could cost on another
-# AVX-512 CPU (AVX-512 GEMMs for 1x1 convs) is what `benchmarks/bench.py --variants ours,ours_noisa`
-# measures. It must be set before MindSpore loads oneDNN, i.e. before `import mindspore`.
-ISA_ENV = "ONEDNN_MAX_CPU_ISA"
-ISA_CAP = "AVX2"
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def apply_cpu_isa_default() -> str:
-    """Cap oneDNN at AVX2 on AVX-512 x86 CPUs unless the user chose a value; say what was done."""
-    if ISA_ENV in os.environ:
-        return f"{ISA_ENV}={os.environ[ISA_ENV]} (set by user)"
-    if "mindspore" in sys.modules:
-        return f"{ISA_ENV} unset (MindSpore was imported before mindcv_mobile; too late to set it)"
-    if "avx512f" not in _cpu_flags():
-        return f"{ISA_ENV} unset (no AVX-512 on this CPU)"
-    os.environ[ISA_ENV] = ISA_CAP
-    return f"{ISA_ENV}={ISA_CAP} (AVX-512 CPU: avoids oneDNN's reference NCHW conv kernel)"
-
-
-ISA_SETTING = apply_cpu_isa_default()
-# MindSpore's C++ and Python warnings (deprecations, kernel selection notes) bury the run's own
-# log on every start; 3 = errors only. A user's GLOG_v wins.
-os.environ.setdefault("GLOG_v", "3")
-
-import dataclasses  # noqa: E402  (after the environment is set for MindSpore)
-import random  # noqa: E402
+from .host import ISA_SETTING, cpu_cores, data_workers  # isort: skip  (first: the ISA cap precedes MindSpore)
 
 import mindspore as ms  # noqa: E402
 import numpy as np  # noqa: E402
+
+from . import kernels  # noqa: E402
+
+_logger = logging.getLogger(__name__)
 
 DEVICES = ("Ascend", "GPU", "CPU")
 # Environment variables msrun (and the older mpirun/rank-table launchers) set for each worker.
@@ -64,6 +28,9 @@ DEVICES = ("Ascend", "GPU", "CPU")
 # is known before init(); RANK_TABLE_FILE only with --rank_table_file.
 LAUNCHER_ENV = ("MS_WORKER_NUM", "MS_ROLE", "RANK_TABLE_FILE", "OMPI_COMM_WORLD_SIZE")
 MSRUN_ROLES = ("MS_WORKER", "MS_SCHED")
+
+# What init_runtime decided for the CPU, for the log line and for benchmarks/bench.py.
+CPU_SETTINGS: dict = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +43,9 @@ class Runtime:
     group_size: int = 1
     distribute: bool = False
     speed: str = ""  # the speed defaults applied (threads, data workers, sink mode), for the log
+    # The compiled CPU kernels can be used here (CPU only): the training path builds its model
+    # with build_model(cfg, cpu_kernels=rt.cpu_kernels). Nothing else changes with it.
+    cpu_kernels: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -118,24 +88,6 @@ def set_seed(seed: int) -> None:
     ms.dataset.config.set_seed(seed)
 
 
-def cpu_cores() -> int:
-    """Cores this process may run on (its affinity mask: taskset, cgroup cpusets), not the host's."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def data_workers(requested: int) -> int:
-    """Dataset workers: the recipe's ``num_parallel_workers`` (8 in mindcv's recipes), at most one
-    per core; more only time-slice the same cores and add a copy of the pipeline each."""
-    return max(1, min(int(requested), cpu_cores()))
-
-
-# What init_runtime decided for the CPU, for the log line and for benchmarks/bench.py.
-CPU_SETTINGS: dict = {}
-
-
 def _apply_cpu_threads() -> str:
     """One MindSpore CPU kernel thread per core of this process's affinity mask. MindSpore sizes
     its pool from the host's core count (up to 25), which oversubscribes a process pinned to
@@ -153,7 +105,7 @@ def _apply_cpu_threads() -> str:
     return note
 
 
-def resolve_sink_mode(cfg, device: str) -> bool:
+def resolve_sink_mode(cfg) -> bool:
     """Whether Model.train feeds the device through a data queue (``dataset_sink_mode``).
 
     Only in graph mode. The recipe's value is kept on every device: on CPU, sink mode was measured
@@ -161,21 +113,21 @@ def resolve_sink_mode(cfg, device: str) -> bool:
     return bool(cfg.dataset_sink_mode) and cfg.mode == 0
 
 
-def speed_defaults(cfg, device: str, distribute: bool = False) -> str:
+def speed_defaults(cfg, device: str) -> str:
     """Apply the speed defaults for ``device`` and say what they are, in one line. The ISA cap was
-    applied at import; the amp level is resolved in ``training/train_step.py``."""
-    sink = resolve_sink_mode(cfg, device)
+    applied at import; the amp level is resolved in ``training/train_step.py``.
+
+    On CPU it also says whether the compiled kernels are available (building them on first use)
+    and records it in ``CPU_SETTINGS["cpu_kernels"]`` (``Runtime.cpu_kernels``); it turns nothing
+    on: only a model built with ``create_model(..., cpu_kernels=True)`` uses them."""
+    sink = resolve_sink_mode(cfg)
     workers = data_workers(cfg.num_parallel_workers)
     parts = [f"{workers} data workers" + (f" (recipe {cfg.num_parallel_workers}, {cpu_cores()} cores)"
                                          if workers != cfg.num_parallel_workers else ""),
              f"dataset sink mode {'on' if sink else 'off'}"]
     if device == "CPU":
         parts.insert(0, _apply_cpu_threads())
-    from .models import cpu_kernels
-
-    # Read when layers are built: models built after init_runtime use the compiled kernels.
-    library, why_not = cpu_kernels.library() if device == "CPU" else ("", "")
-    cpu_kernels.activate(library)
+    library, why_not = kernels.library() if device == "CPU" else ("", "")
     if device == "CPU":
         parts.append("compiled CPU kernels for depthwise conv, squeeze-excite and hard-swish" if library
                      else f"MindSpore's depthwise conv, squeeze-excite and hard-swish ops ({why_not})")
@@ -225,8 +177,9 @@ def init_runtime(cfg) -> Runtime:
         ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
                                      device_num=group_size)
     set_seed(cfg.seed)
-    rt = Runtime(device=device, mode=cfg.mode, rank=rank, group_size=group_size, distribute=distribute,
-                 speed=speed_defaults(cfg, device, distribute))
+    speed = speed_defaults(cfg, device)
+    rt = Runtime(device=device, mode=cfg.mode, rank=rank, group_size=group_size, distribute=distribute, speed=speed,
+                 cpu_kernels=device == "CPU" and bool(CPU_SETTINGS.get("cpu_kernels")))
     _logger.info("runtime: %s, seed %d%s", rt.describe(), cfg.seed,
                  f", jit_level {cfg.jit_level}" if cfg.jit_level and device == "Ascend" else "")
     return rt

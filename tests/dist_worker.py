@@ -1,6 +1,6 @@
 """Test helper started by msrun (tests/test_distributed.py): train.py plus what a test must see.
 
-Takes train.py's command line and calls ``mindcv_mobile.training.train`` unchanged; then, in
+Takes train.py's command line and calls ``mindcv_mobile.tasks.train`` unchanged; then, in
 ``$DIST_TEST_OUT``, each rank writes
 
 * ``rank<k>_weights.npz``: every parameter of its network after training (BN statistics too),
@@ -21,16 +21,18 @@ import mindcv_mobile  # noqa: E402,F401  (first: CPU ISA default before MindSpor
 import numpy as np  # noqa: E402
 
 from mindcv_mobile.cli import run_main  # noqa: E402
-from mindcv_mobile.config import parse_args  # noqa: E402
-from mindcv_mobile.data import dataset as dataset_module  # noqa: E402
-from mindcv_mobile.training import callbacks, trainer  # noqa: E402
+from mindcv_mobile.cli import parse_args  # noqa: E402
+from mindcv_mobile.data import sampler  # noqa: E402  (the module of ShardSampler)
+from mindcv_mobile import build  # noqa: E402
+from mindcv_mobile.tasks import train  # noqa: E402
+from mindcv_mobile.training import callbacks  # noqa: E402
 
 _epochs: list = []  # indices yielded by the training shard sampler, one list per epoch
 _nets: list = []
 
 
 def _record_train_sampler() -> None:
-    original = dataset_module.ShardSampler.__iter__
+    original = sampler.ShardSampler.__iter__
 
     def recording_iter(self):
         order = list(original(self))
@@ -38,18 +40,18 @@ def _record_train_sampler() -> None:
             _epochs.append(order)
         return iter(order)
 
-    dataset_module.ShardSampler.__iter__ = recording_iter
+    sampler.ShardSampler.__iter__ = recording_iter
 
 
 def _capture_network() -> None:
-    original = trainer.create_model
+    original = build.create_model
 
     def capturing_create_model(*args, **kwargs):
         net = original(*args, **kwargs)
         _nets.append(net)
         return net
 
-    trainer.create_model = capturing_create_model
+    build.create_model = capturing_create_model
 
 
 def _inject_fault(rank: int) -> None:
@@ -76,7 +78,7 @@ def main(argv=None) -> int:
     _record_train_sampler()
     _capture_network()
     _inject_fault(rank)
-    result = trainer.train(cfg)
+    result = train(cfg)
     from mindspore.communication import get_rank
 
     rank = get_rank()

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from mindcv_mobile import runtime
+from mindcv_mobile import host, runtime
 from mindcv_mobile.config import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,31 +25,31 @@ def bench():
 
 
 def test_data_workers_follow_the_cores(monkeypatch):
-    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: {0, 1})
-    assert runtime.cpu_cores() == 2
-    assert runtime.data_workers(8) == 2  # mindcv's recipes ask for 8
-    assert runtime.data_workers(1) == 1
+    monkeypatch.setattr(host.os, "sched_getaffinity", lambda pid: {0, 1})
+    assert host.cpu_cores() == 2
+    assert host.data_workers(8) == 2  # mindcv's recipes ask for 8
+    assert host.data_workers(1) == 1
 
 
 def test_sink_mode_follows_recipe_in_graph_mode_only():
-    assert runtime.resolve_sink_mode(load_config(None, {"dataset_sink_mode": True, "mode": 0}), "CPU") is True
-    assert runtime.resolve_sink_mode(load_config(None, {"dataset_sink_mode": True, "mode": 1}), "CPU") is False
-    assert runtime.resolve_sink_mode(load_config(None, {"dataset_sink_mode": False, "mode": 0}), "CPU") is False
+    assert runtime.resolve_sink_mode(load_config(None, {"dataset_sink_mode": True, "mode": 0})) is True
+    assert runtime.resolve_sink_mode(load_config(None, {"dataset_sink_mode": True, "mode": 1})) is False
+    assert runtime.resolve_sink_mode(load_config(None, {"dataset_sink_mode": False, "mode": 0})) is False
 
 
 def test_isa_rule_says_what_it_did():
-    flags = runtime._cpu_flags()
-    if runtime.ISA_ENV in os.environ and "set by user" in runtime.ISA_SETTING:
+    flags = host.cpu_flags()
+    if host.ISA_ENV in os.environ and "set by user" in host.ISA_SETTING:
         pytest.skip("ONEDNN_MAX_CPU_ISA was set before the tests started")
     if "avx512f" in flags:
-        assert os.environ[runtime.ISA_ENV] == "AVX2"
-        assert runtime.ISA_SETTING.startswith("ONEDNN_MAX_CPU_ISA=AVX2")
+        assert os.environ[host.ISA_ENV] == "AVX2"
+        assert host.ISA_SETTING.startswith("ONEDNN_MAX_CPU_ISA=AVX2")
     else:
-        assert runtime.ISA_SETTING == "ONEDNN_MAX_CPU_ISA unset (no AVX-512 on this CPU)"
+        assert host.ISA_SETTING == "ONEDNN_MAX_CPU_ISA unset (no AVX-512 on this CPU)"
 
 
 def test_a_user_isa_setting_is_never_overridden():
-    code = "import os, mindcv_mobile.runtime as r; print(os.environ['ONEDNN_MAX_CPU_ISA'], '|', r.ISA_SETTING)"
+    code = "import os, mindcv_mobile.host as r; print(os.environ['ONEDNN_MAX_CPU_ISA'], '|', r.ISA_SETTING)"
     env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX512_CORE")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "AVX512_CORE | ONEDNN_MAX_CPU_ISA=AVX512_CORE (set by user)"
@@ -90,8 +90,8 @@ def test_smoke_run_writes_json_and_table(bench, digits_root, tmp_path):
     assert result["model"] == "mobilenet_v3_small_100" and result["variant"] == "ours"
     assert round(result["params_m"], 2) == 2.55  # mindcv's table, BN statistics included
     assert result["threads"] == runtime.cpu_cores()
-    from mindcv_mobile.models import cpu_kernels
-    assert result["cpu_kernels"] is bool(cpu_kernels.library()[0])  # the entry points' default
+    from mindcv_mobile import kernels
+    assert result["cpu_kernels"] is bool(kernels.library()[0])  # what the training path uses
     train = result["train"]
     for stats in (train["ms_per_step"], train["img_per_s"], train["cpu_ms_per_step"], result["infer"]["img_per_s"],
                   result["latency_b1_ms"]):

@@ -4,7 +4,8 @@ import os
 import pytest
 import yaml
 
-from mindcv_mobile.config import ConfigError, KEYS, defaults, load_config, parse_args, read_yaml, save_config
+from mindcv_mobile.cli import parse_args
+from mindcv_mobile.config import ConfigError, KEYS, defaults, load_config, read_yaml, save_config
 
 HERE = os.path.dirname(__file__)
 MINDCV_V3_SMALL = os.path.join(HERE, "fixtures", "mindcv_mobilenet_v3_small_ascend.yaml")

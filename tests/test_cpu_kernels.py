@@ -1,5 +1,7 @@
-"""The compiled CPU kernels (depthwise conv, channel mean, channel scale): the same forward and
-gradients as MindSpore's ops, used only where they can be, and never in an exported file."""
+"""The compiled CPU kernels (depthwise conv, channel mean, channel scale, hard-swish): the same
+forward and gradients as MindSpore's ops, used only by a model that asks for them
+(``create_model(..., cpu_kernels=True)``), never by one built after init_runtime without asking,
+so never in an exported file. The cache's safety checks are in test_kernel_cache.py."""
 from __future__ import annotations
 
 import mindspore as ms
@@ -7,22 +9,28 @@ import numpy as np
 import pytest
 from mindspore import nn, ops
 
-from mindcv_mobile.models import cpu_kernels, create_model
-from mindcv_mobile.models.layers import ChannelMean, ChannelScale, DepthwiseConv2d, HardSwish, portable_layers
+from mindcv_mobile import kernels
+from mindcv_mobile.models import create_model
+from mindcv_mobile.models.layers import ChannelMean, ChannelScale, DepthwiseConv2d, HardSwish
 
 
 @pytest.fixture(scope="module")
 def kernel_path():
-    path, why_not = cpu_kernels.library()
+    path, why_not = kernels.library()
     if not path:
         pytest.skip(f"compiled CPU kernels unavailable here: {why_not}")
     return path
 
 
 @pytest.fixture
-def with_kernel(kernel_path, monkeypatch):
-    monkeypatch.setattr(cpu_kernels, "_active", kernel_path)
-    return kernel_path
+def with_kernel(kernel_path):
+    """Layers built in the test use the kernels (as inside create_model(..., cpu_kernels=True))."""
+    with kernels.use(kernel_path):
+        yield kernel_path
+
+
+def _kernel_layers(net) -> int:
+    return sum(getattr(cell, "kernel_op", None) is not None for _, cell in net.cells_and_names())
 
 
 def _run(conv, x, dy):
@@ -50,8 +58,8 @@ def test_forward_and_gradients_equal_mindspores_conv(with_kernel, batch, channel
     padding = (kernel - 1) // 2 if pad_mode == "pad" else 0
     results = []
     for library in ("", with_kernel):
-        cpu_kernels.activate(library)
-        conv = DepthwiseConv2d(channels, kernel, stride, pad_mode=pad_mode, padding=padding)
+        with kernels.use(library):
+            conv = DepthwiseConv2d(channels, kernel, stride, pad_mode=pad_mode, padding=padding)
         assert (conv.kernel_op is not None) == bool(library)
         conv.weight.set_data(weight)
         if not results:
@@ -69,7 +77,7 @@ def test_channel_mean_and_scale_equal_mindspores_ops(with_kernel, shape):
     scale = ms.Tensor(rng.standard_normal(shape[:2] + (1, 1)).astype(np.float32))
     mean, mul = ChannelMean(), ChannelScale()
     assert mean.kernel_op is not None and mul.kernel_op is not None
-    with portable_layers():
+    with kernels.use(""):
         plain_mean, plain_mul = ChannelMean(), ChannelScale()
     np.testing.assert_allclose(mean(x).asnumpy(), plain_mean(x).asnumpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(mul(x, scale).asnumpy(), plain_mul(x, scale).asnumpy(), rtol=1e-6)
@@ -106,7 +114,7 @@ def test_layers_of_one_input_shape_and_different_strides_stay_apart(with_kernel)
         assert conv.kernel_op is not None
         y = conv(x)
         assert y.shape == (2, 6, size, size)
-        with portable_layers():
+        with kernels.use(""):
             plain = DepthwiseConv2d(6, 3, stride, padding=1)
         plain.weight.set_data(conv.weight.value())
         np.testing.assert_allclose(y.asnumpy(), plain(x).asnumpy(), rtol=1e-5, atol=1e-5)
@@ -125,14 +133,13 @@ def test_graph_mode_training_step_matches_and_is_deterministic(with_kernel):
     ms.set_context(mode=ms.GRAPH_MODE)
     weights = []
     try:
-        for library in ("", with_kernel, with_kernel):
-            cpu_kernels.activate(library)
+        for use_kernels in (False, True, True):
             ms.set_seed(0)
-            net = create_model("mobilenet_v3_small_100", num_classes=10)
-            uses = sum(getattr(cell, "kernel_op", None) is not None for _, cell in net.cells_and_names())
+            # with_kernel's block around the call changes nothing: only cpu_kernels= decides.
+            net = create_model("mobilenet_v3_small_100", num_classes=10, cpu_kernels=use_kernels)
             # 11 depthwise convs, 9 squeeze-excite blocks (a mean and a scale each), the head's pool,
             # 19 hard-swishes
-            assert uses == (11 + 2 * 9 + 1 + 19 if library else 0)
+            assert _kernel_layers(net) == (11 + 2 * 9 + 1 + 19 if use_kernels else 0)
             step = nn.TrainOneStepCell(nn.WithLossCell(net, nn.CrossEntropyLoss()), nn.Momentum(net.trainable_params(),
                                                                                                0.1, 0.9))
             step.set_train(True)
@@ -148,10 +155,12 @@ def test_graph_mode_training_step_matches_and_is_deterministic(with_kernel):
         np.testing.assert_allclose(first[name], plain[name], rtol=1e-4, atol=1e-5, err_msg=name)
 
 
-def test_portable_layers_build_without_the_kernel(with_kernel):
-    with portable_layers():
+def test_layers_built_in_a_plain_block_use_mindspores_ops(with_kernel):
+    with kernels.use(""):
         net = create_model("mobilenet_v2_050", num_classes=10)
-    assert cpu_kernels.active() == with_kernel  # restored
+        conv = DepthwiseConv2d(4, 3, 1, padding=1)
+    assert kernels.current() == with_kernel  # restored
+    assert conv.kernel_op is None
     layers = [cell for _, cell in net.cells_and_names() if hasattr(cell, "kernel_op")]
     assert len(layers) == 17 + 1 and all(cell.kernel_op is None for cell in layers)  # 17 depthwise, the pool
 
@@ -166,27 +175,79 @@ def test_float16_inputs_take_the_plain_conv(with_kernel):
 def test_switch_and_missing_compiler_fall_back_with_a_reason(monkeypatch, tmp_path):
     monkeypatch.setenv("MINDCV_MOBILE_HOME", str(tmp_path))
     try:
-        monkeypatch.setenv(cpu_kernels.SWITCH_ENV, "0")
-        cpu_kernels.library.cache_clear()
-        assert cpu_kernels.library() == ("", f"{cpu_kernels.SWITCH_ENV}=0")
-        monkeypatch.delenv(cpu_kernels.SWITCH_ENV)
+        monkeypatch.setenv(kernels.SWITCH_ENV, "0")
+        kernels.library.cache_clear()
+        assert kernels.library() == ("", f"{kernels.SWITCH_ENV}=0")
+        monkeypatch.delenv(kernels.SWITCH_ENV)
         monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
-        cpu_kernels.library.cache_clear()
-        path, why_not = cpu_kernels.library()
+        kernels.library.cache_clear()
+        path, why_not = kernels.library()
         assert path == "" and "no-such-compiler" in why_not
         assert not list(tmp_path.rglob("*.so"))
+        # Asked for, unavailable: the model is built, with MindSpore's ops.
+        assert _kernel_layers(create_model("mobilenet_v2_035", num_classes=3, cpu_kernels=True)) == 0
     finally:
-        cpu_kernels.library.cache_clear()
+        kernels.library.cache_clear()
 
 
-def test_runtime_logs_and_sets_the_kernel(monkeypatch, kernel_path):
+def test_runtime_reports_the_kernels_and_turns_nothing_on(kernel_path):
     from mindcv_mobile import runtime
     from mindcv_mobile.config import load_config
 
-    monkeypatch.setattr(cpu_kernels, "_active", "")
     cfg = load_config(None, dict(model="mobilenet_v3_small_100", device_target="CPU", mode=1, distribute=False))
     line = runtime.speed_defaults(cfg, "CPU")
     assert "compiled CPU kernels for depthwise conv, squeeze-excite and hard-swish" in line
-    assert cpu_kernels.active() == kernel_path
+    assert runtime.CPU_SETTINGS["cpu_kernels"] is True
+    assert runtime.init_runtime(cfg).cpu_kernels is True
+    assert kernels.current() == ""
+    assert _kernel_layers(create_model("mobilenet_v3_small_075", num_classes=3)) == 0
     line = runtime.speed_defaults(cfg, "Ascend")
-    assert "kernels" not in line and cpu_kernels.active() == ""
+    assert "kernels" not in line and runtime.CPU_SETTINGS["cpu_kernels"] is False
+
+
+def test_create_model_with_cpu_kernels_uses_them(kernel_path):
+    """The opt-in: every supported layer of the model gets a compiled op, and nothing outlives the call."""
+    net = create_model("mobilenet_v2_050", num_classes=10, cpu_kernels=True)
+    layers = [cell for _, cell in net.cells_and_names() if hasattr(cell, "kernel_op")]
+    assert len(layers) == 17 + 1 and all(cell.kernel_op is not None for cell in layers)  # 17 depthwise, the pool
+    assert kernel_path in layers[0].kernel_op.func
+    assert kernels.current() == ""
+    assert _kernel_layers(create_model("mobilenet_v2_050", num_classes=10)) == 0
+    with pytest.raises(ValueError, match="cpu_kernels must be True or False, got 'yes'"):
+        create_model("mobilenet_v2_050", cpu_kernels="yes")
+    with pytest.raises(TypeError, match="got 1"):
+        with kernels.use(1):
+            pass
+
+
+def _custom_ops_in_onnx(path) -> list:
+    import onnx
+
+    model = onnx.load(str(path))
+    return sorted({node.op_type for node in model.graph.node if "custom" in node.op_type.lower()})
+
+
+def test_model_after_init_runtime_exports_without_kernels(tmp_path, kernel_path):
+    """init_runtime on CPU finds the kernels but does not turn them on: the default model exports to
+    MINDIR and ONNX with MindSpore's ops only. (A fresh Cell per export: MindSpore 2.10 crashes when
+    one Cell is exported to ONNX twice.)"""
+    from mindcv_mobile import runtime
+    from mindcv_mobile.config import load_config
+
+    cfg = load_config(None, dict(model="mobilenet_v3_small_100", device_target="CPU", mode=0, distribute=False))
+    rt = runtime.init_runtime(cfg)
+    assert rt.device == "CPU" and rt.cpu_kernels is True
+    x = ms.Tensor(np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32))
+
+    net = create_model("mobilenet_v3_small_100")
+    net.set_train(False)
+    assert _kernel_layers(net) == 0
+    ms.export(net, x, file_name=str(tmp_path / "model"), file_format="MINDIR")
+    data = (tmp_path / "model.mindir").read_bytes()
+    for marker in (kernel_path, "cpu_kernels-", "DepthwiseForward", "Custom"):
+        assert marker.encode() not in data, marker
+
+    net = create_model("mobilenet_v3_small_100")
+    net.set_train(False)
+    ms.onnx.export(net, x, file_name=str(tmp_path / "model.onnx"), input_names=["images"], output_names=["logits"])
+    assert _custom_ops_in_onnx(tmp_path / "model.onnx") == []

@@ -8,17 +8,15 @@ import io
 import logging
 import os
 
+import mindspore.dataset.vision as vision
 import numpy as np
 import pytest
 from PIL import Image
 
-import mindspore.dataset.vision as vision
+from mindcv_mobile.data import class_names, create_dataset, create_loader, create_transforms, write_digits_imagefolder
+from mindcv_mobile.data.cifar import CIFAR10_CLASSES, CIFAR10_RECORD_BYTES
 
-from mindcv_mobile.data import (class_names, create_dataset, create_loader, create_transforms,
-                                write_digits_imagefolder)
-from mindcv_mobile.data.dataset import CIFAR10_RECORD_BYTES
-
-DATASET_LOGGER = "mindcv_mobile.data.dataset"
+DATASET_LOGGER = "mindcv_mobile.data"  # the readers log under it (data.image_folder)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -130,6 +128,7 @@ def test_num_samples_caps_each_shard(digits_root):
     (dict(num_shards=2), "num_shards and shard_id go together"),
     (dict(num_shards=2, shard_id=2), "0 <= shard_id < num_shards"),
     (dict(num_samples=0), "num_samples"),
+    (dict(num_parallel_workers=0), "num_parallel_workers must be >= 1 or None; got 0"),
 ])
 def test_create_dataset_rejects_bad_arguments(digits_root, kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -156,6 +155,57 @@ def test_empty_class_warns_and_keeps_label_index(tmp_path, caplog):
         ds = create_dataset("imagenet", str(tmp_path), "train", shuffle=False)
     assert [r for r in caplog.records if "b_empty" in r.getMessage()]
     assert [label for _, label in rows(ds)[0]] == [0, 2]
+
+
+def _class_tree(root, split: str, folders, per_class: int = 3) -> dict[str, str]:
+    """PNGs under ``root/split/<folder>/``, each with different pixels; md5 of file bytes -> folder."""
+    owner = {}
+    for c, folder in enumerate(folders):
+        for k in range(per_class):
+            data = encoded(Image.fromarray(gradient() + (10 * c + k)), "PNG")
+            save_bytes(root / split / folder / f"{k}.png", data)
+            owner[hashlib.md5(data).hexdigest()] = folder
+    return owner
+
+
+def test_labels_follow_the_given_class_list_when_val_lacks_classes(tmp_path):
+    run_classes = ["ant", "bee", "cat", "dog"]
+    _class_tree(tmp_path, "train", run_classes)
+    owner = _class_tree(tmp_path, "val", ["bee", "dog"])  # no "ant", no "cat"
+    ds = create_dataset("imagenet", str(tmp_path), "val", shuffle=False, classes=run_classes)
+    assert ds.classes == run_classes
+    (epoch,) = rows(ds)  # the image column holds the file bytes: md5 names the folder
+    assert len(epoch) == 6
+    assert [label for _, label in epoch] == [run_classes.index(owner[md5]) for md5, _ in epoch]
+    assert sorted({label for _, label in epoch}) == [1, 3]
+    # without the run's list the split labels by its own folders: bee would be 0, dog 1
+    own = create_dataset("imagenet", str(tmp_path), "val", shuffle=False)
+    assert own.classes == ["bee", "dog"]
+    assert sorted({label for _, label in rows(own)[0]}) == [0, 1]
+
+
+def test_class_folder_outside_the_given_list_is_an_error(tmp_path):
+    _class_tree(tmp_path, "val", ["bee", "eel", "yak"], per_class=1)
+    known = [f"c{i:02d}" for i in range(20)] + ["bee"]
+    with pytest.raises(ValueError, match=r"^class folders \['eel', 'yak'\] of split 'val' \(.*val\) are not among "
+                                         r"the 21 classes the model knows: \['c00', 'c01', 'c02', 'c03', 'c04', "
+                                         r"\.\.\.\] \(21 in all\)$"):
+        create_dataset("imagenet", str(tmp_path), "val", classes=known)
+    with pytest.raises(ValueError, match=r"classes lists \['bee'\] more than once"):
+        create_dataset("imagenet", str(tmp_path), "val", classes=["bee", "eel", "yak", "bee"])
+
+
+def test_classes_ride_along_from_dataset_to_loader(digits_root):
+    names = [str(c) for c in range(10)]
+    for mix in (dict(), dict(mixup=0.2, cutmix=1.0)):  # the mixing path adds one more map
+        ds = create_dataset("imagenet", digits_root, "val", num_samples=8)
+        assert ds.classes == names == class_names(digits_root, "val")
+        loader = create_loader(ds, 4, is_training=True, transform=create_transforms("imagenet", 32, True),
+                               num_classes=10, **mix)
+        assert loader.classes == names
+        assert len(batches(loader)) == 2
+    plain = create_dataset("imagenet", digits_root, "val", num_samples=8).map([vision.Decode()], input_columns="image")
+    assert not hasattr(create_loader(plain, 4), "classes")  # nothing to carry over
 
 
 def test_split_without_any_image_is_an_error(tmp_path):
@@ -247,6 +297,10 @@ def test_cifar10_binary_reader(tmp_path):
     records[:, 0] = np.arange(10000) % 10
     records.tofile(data_dir / "test_batch.bin")
     ds = create_dataset("cifar10", str(tmp_path), "val", shuffle=False, num_samples=3)
+    assert ds.classes == list(CIFAR10_CLASSES)
+    assert create_dataset("cifar10", str(tmp_path), "val", classes=CIFAR10_CLASSES).classes == list(CIFAR10_CLASSES)
+    with pytest.raises(ValueError, match=r"cifar10 labels are fixed to \['airplane', .*got classes=\['cat', 'dog'\]"):
+        create_dataset("cifar10", str(tmp_path), "val", classes=["cat", "dog"])
     got = list(ds.create_tuple_iterator(num_epochs=1, output_numpy=True))
     assert [int(label) for _, label in got] == [0, 1, 2]
     # binary layout: label byte, then 1024 R, 1024 G, 1024 B bytes; the reader yields HWC

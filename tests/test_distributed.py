@@ -150,7 +150,7 @@ def test_log_states_global_batch_and_lr(job):
 
 
 def test_validation_matches_single_process_validation(job, digits_root):
-    from mindcv_mobile.evaluation import validate
+    from mindcv_mobile.tasks import validate
 
     (_, s0), (_, s1) = _dump(job, 0), _dump(job, 1)
     val_keys = ("Top_1_Accuracy", "Top_5_Accuracy", "val_loss")

@@ -32,16 +32,16 @@ from PIL import Image
 
 from mindcv_mobile.cli import run_main
 from mindcv_mobile.config import ConfigError, load_config
-from mindcv_mobile.evaluation import validate
+from mindcv_mobile.tasks import validate
 from mindcv_mobile.models import create_model, load_checkpoint, save_checkpoint
 from mindcv_mobile.models.checkpoint import CheckpointWriteError
 from mindcv_mobile.runtime import LAUNCHER_ENV
-from mindcv_mobile.training import train
+from mindcv_mobile.tasks import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = "mobilenet_v1_025"
 CLASSES = ("0", "1", "2")
-# "<split dir>: N images in C classes (R re-encoded via PIL, S skipped), scanned in ..." (data/dataset.py)
+# "<split dir>: N images in C classes (R re-encoded via PIL, S skipped), scanned in ..." (data/image_folder.py)
 SCAN_LINE = re.compile(r"train: (\d+) images in (\d+) classes \((\d+) re-encoded via PIL, (\d+) skipped\)")
 
 
@@ -204,7 +204,7 @@ def _corrupt_jpeg(kind: str, jpeg: bytes) -> bytes:
 
 @pytest.mark.parametrize("kind", ["bad Huffman table", "corrupt scan data"])
 def test_corrupt_jpeg(digits_root, tmp_path, caplog, kind):
-    # Before the structure check in data/dataset.py, MindSpore 2.10's decoder killed the whole
+    # Before the structure check in data/image_files.py, MindSpore 2.10's decoder killed the whole
     # process on the first kind (segmentation fault); the second only makes libjpeg warn.
     tree = digits_tree(digits_root, tmp_path / "data")
     bad = tree / "train" / "1" / "corrupt.jpg"
@@ -314,7 +314,7 @@ def test_wrong_value_type(tmp_path, capsys, monkeypatch):
                           (["--val_while_train", "maybe"], "command line: val_while_train must be true or false, "
                                                            "got 'maybe'"),
                           (["--interpolation", "cubic"], "command line: interpolation='cubic' is not one of: "
-                                                         "bilinear, bicubic, nearest, area")]:
+                                                         "bilinear, bicubic, pilcubic, nearest, area")]:
         assert cli(monkeypatch, "validate.py", *args) == 2
         assert capsys.readouterr().err == f"validate.py: error: {message}\n"
     # argparse's type=bool trap: the string "False" must be false.

@@ -136,8 +136,9 @@ def test_v1_1001_class_release_through_the_recipe(tmp_path, pynative, caplog):
 def test_validate_on_mindcv_checkpoint_reports_mindcv_top1(digits_root, tmp_path, pynative):
     """A mindcv V1 (1001-class head, as released) with a linear probe fitted on the digits: our
     validate() through the published recipe scores exactly what mindcv's own model scores."""
-    from mindcv_mobile.evaluation import (build_eval_loader, copy_config, resolve_eval_config, standalone_config,
-                                          validate)
+    from mindcv_mobile.build import build_eval_loader, resolve_eval_config, standalone_config
+    from mindcv_mobile.config import copy_config
+    from mindcv_mobile.tasks import validate
 
     reference = mindcv_reference("mobilenet_v1_025", num_classes=1001)
     path = str(tmp_path / "mindcv_v1_025_digits.ckpt")

@@ -2,9 +2,11 @@
 
 Cheap tests first (model surgery, the quantizer arithmetic, one folded layer in PyNative);
 then one module fixture that trains a QAT model for 3 steps in graph mode through ``train``,
-validates it through ``validate`` and exports it through ``export_quant_model`` (graph compile
+validates it through ``validate`` and exports it through ``tasks.export`` (graph compile
 of a QAT MobileNetV2 on CPU is the slow part: ~40 s on an idle 2-core machine).
 """
+import importlib.util
+import json
 import os
 
 import mindspore as ms
@@ -14,13 +16,20 @@ import pytest
 from mindspore import nn
 from onnx import numpy_helper
 
+from mindcv_mobile.cli import run_main
 from mindcv_mobile.config import ConfigError, load_config
-from mindcv_mobile.evaluation import validate
+from mindcv_mobile.deploy import export_int8_onnx, onnx_session, run_exported, runtime_op_types
 from mindcv_mobile.models import create_model, list_models, save_checkpoint
-from mindcv_mobile.quant import (QuantConvBN, build_deploy_net, count_fake_quant, expected_fake_quant,
-                                 export_int8_onnx, observer_weights, onnx_session, quantize_model, runtime_op_types)
-from mindcv_mobile.quant.export import export_quant_model
-from mindcv_mobile.training import train
+from mindcv_mobile.quant import (
+    QuantConvBN,
+    build_deploy_net,
+    count_fake_quant,
+    expected_fake_quant,
+    observer_weights,
+    quantize_model,
+)
+from mindcv_mobile.tasks import train, validate
+from mindcv_mobile.tasks.export import export
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS_RECIPE = os.path.join(ROOT, "configs", "mobilenetv2_quant", "mobilenet_v2_quant_digits_cpu.yaml")
@@ -180,11 +189,12 @@ def qat_run(digits_root, tmp_path_factory):
     # compile of the QAT network (eval) would double this fixture's time and test nothing new.
     eval_cfg = load_config(DIGITS_RECIPE, {**overrides, "ckpt_path": ckpt, "batch_size": 120, "mode": 1})
     metrics = validate(eval_cfg)
-    exported = export_quant_model(eval_cfg, str(work / "export" / "qat"))
+    exported = export(eval_cfg, output=str(work / "export" / "qat"))  # the float export's path
     return {"cfg": eval_cfg, "float_ckpt": float_ckpt, "ckpt": ckpt, "metrics": metrics, "export": exported,
             "work": work}
 
 
+@pytest.mark.slow
 def test_qat_trains_in_graph_mode(qat_run):
     state = ms.load_checkpoint(qat_run["ckpt"])
     float_state = ms.load_checkpoint(qat_run["float_ckpt"])
@@ -203,6 +213,7 @@ def test_qat_trains_in_graph_mode(qat_run):
                               float_state["features.1.moving_mean"].asnumpy())
 
 
+@pytest.mark.slow
 def test_validate_evaluates_the_qat_checkpoint(qat_run):
     metrics = qat_run["metrics"]
     assert metrics["samples"] == 359 and 0.0 <= metrics["Top_1_Accuracy"] <= 1.0
@@ -212,11 +223,18 @@ def test_validate_evaluates_the_qat_checkpoint(qat_run):
         validate(cfg)
 
 
+@pytest.mark.slow
 def test_int8_onnx_runs_int8_kernels_with_the_qat_ranges(qat_run):
     exported = qat_run["export"]
-    for path in (exported.mindir, exported.int8_onnx, exported.fp32_onnx):
-        assert os.path.isfile(path) and os.path.isfile(path + ".json")
-    model = onnx.load(exported.int8_onnx)
+    stem = str(qat_run["work"] / "export" / "qat")
+    assert [(f.role, f.path) for f in exported.files] == [
+        ("deploy", stem + ".mindir"), ("fp32", stem + "_fp32.onnx"), ("int8", stem + ".onnx")]
+    for f in exported.files:
+        meta = json.load(open(f.metadata_path))
+        assert os.path.isfile(f.path) and meta["precision"] == f.precision and meta["crop_pct"] == 1.0
+        assert meta["input_shape"] == ([1, 3, 32, 32] if f.file_format == "MINDIR" else ["batch", 3, 32, 32])
+    int8_path = exported.file("int8").path
+    model = onnx.load(int8_path)
     init = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     quantize = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
     assert len(quantize) == 64  # one per activation quant point
@@ -230,19 +248,25 @@ def test_int8_onnx_runs_int8_kernels_with_the_qat_ranges(qat_run):
     q_input = next(n for n in quantize if n.input[0] == "image")
     assert float(init[q_input.input[1]]) == pytest.approx((max(hi, 0) - min(lo, 0)) / 255, rel=1e-6)
     assert init[q_input.input[2]].dtype == np.uint8
-    ops = runtime_op_types(exported.int8_onnx)
+    ops = runtime_op_types(int8_path)
     assert ops["QLinearConv"] == 52 and ops["QLinearAdd"] == 10 and ops["QGemm"] == 1 and "Conv" not in ops
 
 
+@pytest.mark.slow
 def test_int8_onnx_agrees_with_the_simulation(qat_run):
-    from mindcv_mobile.evaluation import build_eval_loader, load_eval_network
+    from mindcv_mobile.build import build_eval_loader, load_eval_network
 
     exported = qat_run["export"]
-    assert exported.mindir_vs_fp32 < 1e-4  # the deploy MINDIR is the fp32 ONNX's graph
+    # the export's own checks: the float files against the deploy-graph Cell, the int8 one against the simulation
+    assert [f.compared_with for f in exported.files] == ["the deploy-graph Cell"] * 2 + ["the QAT simulation"]
+    assert all(f.max_abs_diff <= f.tolerance for f in exported.files)
     ms.set_context(mode=ms.PYNATIVE_MODE)
     images, _ = next(build_eval_loader(qat_run["cfg"], batch_size=48).create_tuple_iterator(output_numpy=True))
+    # the deploy MINDIR (batch 1, run image by image) is the fp32 ONNX's graph
+    from_mindir = run_exported(exported.file("deploy").path, images)
+    assert np.abs(from_mindir - run_exported(exported.file("fp32").path, images)).max() < 1e-4
     simulated = load_eval_network(qat_run["cfg"])(ms.Tensor(images)).asnumpy()
-    session = onnx_session(exported.int8_onnx)
+    session = onnx_session(exported.file("int8").path)
     int8 = session.run(None, {"image": images})[0]
     scale = np.abs(simulated).max()
     # int8 kernels requantize each layer with integer rounding; the simulation's float logits
@@ -256,3 +280,21 @@ def test_export_refuses_untrained_qat_models(tmp_path):
     qat = quantize_model(create_model("mobilenet_v2_035", num_classes=10))
     with pytest.raises(ValueError, match="has not trained a single step"):
         export_int8_onnx(qat, str(tmp_path / "x.onnx"), 32)
+
+
+@pytest.mark.slow
+def test_export_script_writes_the_int8_files_through_the_one_export_path(qat_run, capsys):
+    spec = importlib.util.spec_from_file_location("export_script", os.path.join(ROOT, "export.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    stem = qat_run["work"] / "script" / "digits_int8"
+    argv = ["-c", DIGITS_RECIPE, "--ckpt_path", qat_run["ckpt"], "--model", "mobilenet_v2_035", "--image_resize",
+            "32", "--mode", "1", "--output", f"{stem}.onnx"]
+    assert run_main(lambda: script.main(argv), "export.py") == 0
+    printed = capsys.readouterr().out
+    assert f"exported MINDIR {stem}.mindir: input 1x3x32x32, float32 deploy graph" in printed
+    assert f"exported ONNX {stem}.onnx: input Nx3x32x32, int8 QDQ" in printed
+    assert f"exported ONNX {stem}_fp32.onnx: input Nx3x32x32" in printed
+    assert "max abs difference vs the QAT simulation:" in printed
+    assert sorted(os.listdir(stem.parent)) == sorted(
+        f"digits_int8{suffix}{meta}" for suffix in (".mindir", ".onnx", "_fp32.onnx") for meta in ("", ".json"))

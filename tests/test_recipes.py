@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mindcv_mobile.config import ALIASES, load_config, parse_args, read_yaml
+from mindcv_mobile.cli import parse_args
+from mindcv_mobile.config import ALIASES, load_config, read_yaml
 from mindcv_mobile.data import create_dataset, create_loader
 from mindcv_mobile.models import create_model, get_model_cfg, list_models
 from mindcv_mobile.models.registry import PUBLISHED_910V2
-from mindcv_mobile.training import create_loss, create_lr_schedule, create_optimizer
-from mindcv_mobile.training.trainer import build_eval_loader, build_transforms
+from mindcv_mobile import build
+from mindcv_mobile.build import build_transforms
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "configs").glob("*/*.yaml"))
@@ -114,7 +115,9 @@ def test_recipe_values_are_what_the_schema_read(recipe):
 
 def _small(data_dir: str) -> dict:
     # Only what makes a recipe run on the digits tree in seconds; everything else is the recipe's.
-    return dict(data_dir=data_dir, image_resize=32, batch_size=8, num_samples=16, num_parallel_workers=1)
+    # No start weights: the released files are not in a test machine's cache.
+    return dict(data_dir=data_dir, image_resize=32, batch_size=8, num_samples=16, num_parallel_workers=1,
+                pretrained=False, ckpt_path="")
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
@@ -125,45 +128,33 @@ def test_recipe_builds_model_data_optimizer(recipe, digits_root, cifar_root, pyn
     cfg = load_config(path, overrides)
     assert {k: v for k, v in cfg.items() if k not in overrides} == {k: v for k, v in own.items() if k not in overrides}
 
-    # data, as train() builds it: train shard with the recipe's train transforms, full val split
-    train_set = create_dataset(cfg.dataset, cfg.data_dir, cfg.train_split, shuffle=cfg.shuffle,
-                               num_samples=cfg.num_samples, num_parallel_workers=1, seed=cfg.seed)
-    loader = create_loader(train_set, cfg.batch_size, drop_remainder=cfg.drop_remainder, is_training=True,
-                           transform=build_transforms(cfg, True), num_classes=cfg.num_classes, mixup=cfg.mixup,
-                           cutmix=cfg.cutmix, mixup_prob=cfg.mixup_prob, num_parallel_workers=1)
+    # data, through the build step train() uses: train shard with train transforms, full val split
+    loader = build.build_train_loader(cfg, build.build_train_dataset(cfg))
     assert loader.get_dataset_size() == 2
     images, labels = next(loader.create_tuple_iterator(num_epochs=1))
     assert images.shape == (8, 3, 32, 32) and images.dtype == ms.float32
     assert labels.dtype == ms.int32 and 0 <= int(labels.min()) and int(labels.max()) < 10
-    val_images, _ = next(build_eval_loader(cfg).create_tuple_iterator(num_epochs=1))
+    val_images, _ = next(build.build_eval_loader(cfg).create_tuple_iterator(num_epochs=1))
     assert val_images.shape == (8, 3, 32, 32)
 
     # model with the recipe's head, its loss on a real batch
-    net = create_model(cfg.model, num_classes=cfg.num_classes, in_channels=cfg.in_channels,
-                       drop_rate=cfg.drop_rate, drop_path_rate=cfg.drop_path_rate)
+    net = build.build_model(cfg)
     net.set_train(False)
     logits = net(images)
     assert logits.shape == (8, own.num_classes)
-    loss = create_loss(cfg.loss, label_smoothing=cfg.label_smoothing, reduction=cfg.reduction)(logits, labels)
+    loss = build.build_loss(cfg)(logits, labels)
     assert np.isfinite(float(loss)) and float(loss) > 0
 
     # LR schedule and optimizer, as train() builds them
     steps = loader.get_dataset_size()
-    schedule = create_lr_schedule(
-        cfg.scheduler, lr=cfg.lr, steps_per_epoch=steps, num_epochs=cfg.epoch_size, min_lr=cfg.min_lr,
-        warmup_epochs=cfg.warmup_epochs, warmup_factor=cfg.warmup_factor, decay_epochs=cfg.decay_epochs,
-        decay_rate=cfg.decay_rate, multi_step_decay_milestones=cfg.multi_step_decay_milestones,
-        lr_epoch_stair=cfg.lr_epoch_stair, num_cycles=cfg.num_cycles, cycle_decay=cfg.cycle_decay,
-        power=cfg.poly_power)
+    schedule = build.build_lr_schedule(cfg, steps)
     assert len(schedule) == cfg.epoch_size * steps
     # the peak is the recipe's lr, reached at the end of warmup; the run ends near min_lr
     assert max(schedule) == pytest.approx(cfg.lr) == schedule[round(cfg.warmup_epochs * steps)]
     # the last step is one step short of the cosine's end: min_lr + (lr - min_lr)(1 - cos(pi/N))/2
     decay_steps = round(cfg.decay_epochs * steps)
     assert schedule[-1] <= cfg.min_lr + (cfg.lr - cfg.min_lr) * (1 - math.cos(math.pi / decay_steps)) / 2 + 1e-12
-    optimizer = create_optimizer(net.trainable_params(), opt=cfg.opt, lr=schedule, weight_decay=cfg.weight_decay,
-                                 momentum=cfg.momentum, nesterov=cfg.use_nesterov,
-                                 weight_decay_filter=cfg.weight_decay_filter, loss_scale=1.0, eps=cfg.eps)
+    optimizer = build.build_optimizer(cfg, net, schedule)
     names = [p.name for p in net.trainable_params()]
     expected_exempt = {
         "disable": set(),
@@ -288,7 +279,7 @@ def test_seed_002_interface_validates_at_192_with_matching_crop(argv):
     """The old model zoo's `--alpha 0.75 --resize 192`, and the `_192` name: validation resizes the
     shorter side to int(192 / 0.875) = 219 and centre-crops 192. Resized to 219 the 40 px band is
     20 px and the crop removes (219 - 192) // 2 = 13 of them: 7 red columns (18 at crop_pct 1)."""
-    from mindcv_mobile.evaluation import resolve_eval_config
+    from mindcv_mobile.build import resolve_eval_config
 
     argv = [str(REPO / a) if a.startswith("configs/") else a for a in argv]
     cfg = resolve_eval_config(parse_args(argv)[0])  # what validate() evaluates with

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from mindcv_mobile.config import load_config
-from mindcv_mobile.training import train
+from mindcv_mobile.tasks import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS_RECIPE = os.path.join(ROOT, "configs", "mobilenetv3", "mobilenet_v3_small_digits_cpu.yaml")

@@ -18,9 +18,11 @@ import yaml
 from mindspore import nn, ops
 
 from mindcv_mobile.cli import run_main
-from mindcv_mobile.config import load_config, parse_args
+from mindcv_mobile.cli import parse_args
+from mindcv_mobile.config import load_config
 from mindcv_mobile.deploy import preprocess
-from mindcv_mobile.evaluation import build_eval_loader, load_eval_network, resolve_eval_config, validate
+from mindcv_mobile.build import build_eval_loader, load_eval_network, resolve_eval_config
+from mindcv_mobile.tasks import validate
 from mindcv_mobile.models import create_model, save_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -44,11 +44,13 @@ import numpy as np  # noqa: E402
 
 from mindcv_mobile.config import load_config  # noqa: E402
 from mindcv_mobile.data.digits import write_digits_imagefolder  # noqa: E402
-from mindcv_mobile.evaluation import build_eval_loader, copy_config, load_eval_network, validate  # noqa: E402
+from mindcv_mobile.build import build_eval_loader, load_eval_network  # noqa: E402
+from mindcv_mobile.config import copy_config  # noqa: E402
+from mindcv_mobile.tasks import train, validate  # noqa: E402
 from mindcv_mobile.models import create_model  # noqa: E402
-from mindcv_mobile.quant import (count_fake_quant, export_deploy_mindir, export_deploy_onnx,  # noqa: E402
-                                 export_int8_onnx, onnx_session, quantize_onnx, runtime_op_types)
-from mindcv_mobile.training import train  # noqa: E402
+from mindcv_mobile.deploy import (export_deploy_mindir, export_deploy_onnx, export_int8_onnx,  # noqa: E402
+                                  onnx_session, quantize_onnx, runtime_op_types)
+from mindcv_mobile.quant import count_fake_quant  # noqa: E402
 
 QAT_RECIPE = os.path.join(ROOT, "configs", "mobilenetv2_quant", "mobilenet_v2_quant_digits_cpu.yaml")
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -5,7 +5,7 @@ import mindspore as ms
 import mindspore.dataset.transforms as transforms
 import mindspore.dataset.vision as vision
 
-from .dataset import default_num_workers
+from ..host import data_workers
 
 
 def _mix_op(mixup: float, cutmix: float, mixup_prob: float, image_format):
@@ -40,7 +40,9 @@ def create_loader(
     or CutMixBatch (one picked per batch when both are on) mixes images and labels with
     probability ``mixup_prob``. ``label_smoothing`` acts only on those one-hot labels: with
     integer labels the loss applies it, so a loss fed one-hot labels must not smooth again.
-    Eval loaders should pass drop_remainder=False so every sample is scored.
+    Eval loaders should pass drop_remainder=False so every sample is scored. The batches keep
+    the input's ``classes`` attribute (``create_dataset`` sets it). ``num_parallel_workers`` goes
+    through ``host.data_workers``.
     """
     if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
@@ -54,7 +56,10 @@ def create_loader(
             raise ValueError(f"{name} must be in [0, 1]; got {value!r}")
     if int(num_classes) < 1:
         raise ValueError(f"num_classes must be >= 1; got {num_classes!r}")
-    workers = default_num_workers() if num_parallel_workers is None else int(num_parallel_workers)
+    if num_parallel_workers is not None and int(num_parallel_workers) < 1:
+        raise ValueError(f"num_parallel_workers must be >= 1 or None; got {num_parallel_workers!r}")
+    workers = data_workers(num_parallel_workers)
+    classes = getattr(dataset, "classes", None)  # map/batch return new objects without it
 
     size = dataset.get_dataset_size()
     if drop_remainder and batch_size > size:
@@ -82,4 +87,6 @@ def create_loader(
         dataset = dataset.map(operations=_mix_op(float(mixup), float(cutmix),
                                                  float(mixup_prob), fmt),
                               input_columns=["image", "label"], num_parallel_workers=min(2, workers))
+    if classes is not None:
+        dataset.classes = classes
     return dataset

@@ -14,6 +14,8 @@ import re
 
 import mindspore.dataset.vision as vision
 
+from ..models.records import IMAGENET_MEAN, IMAGENET_STD
+
 _logger = logging.getLogger(__name__)
 
 # What create_dataset yields as "image" for each dataset: encoded file bytes or a decoded
@@ -145,8 +147,8 @@ def create_transforms(
     re_ratio=(0.3, 3.3),
     re_value=0,
     re_max_attempts: int = 10,
-    mean=(0.485 * 255, 0.456 * 255, 0.406 * 255),
-    std=(0.229 * 255, 0.224 * 255, 0.225 * 255),
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
     crop_pct: float = 0.875,
 ) -> list:
     """MindSpore ops turning one "image" of ``create_dataset(dataset_name)`` into float32 CHW.

@@ -9,19 +9,18 @@ import dataclasses
 import hashlib
 import logging
 import os
-import tempfile
-from pathlib import Path
 from typing import Optional
 
 import mindspore as ms
 import numpy as np
 from mindspore import nn
 
-from .registry import ModelCfg, get_model_cfg
+from ..files import WriteError, atomic_path
+from ..host import CACHE_ENV, cache_dir
+from .records import ModelCfg, get_model_cfg
 
 _logger = logging.getLogger(__name__)
 
-CACHE_ENV = "MINDCV_MOBILE_HOME"
 # Entries a training checkpoint holds besides the network's own parameters (optimizer slots,
 # loss scale, step counters). They are not "unexpected" when loading weights only.
 TRAIN_STATE_PREFIXES = ("moments.", "accum.", "moment1.", "moment2.", "mean_grad.", "mean_square.", "beta1_power",
@@ -30,12 +29,8 @@ TRAIN_STATE_PREFIXES = ("moments.", "accum.", "moment1.", "moment2.", "mean_grad
                         "train_state.", "momentum")
 
 
-class CheckpointWriteError(OSError):
+class CheckpointWriteError(WriteError):
     """A checkpoint could not be written (disk full, no permission); nothing was replaced."""
-
-    def __str__(self) -> str:
-        # The message already names the path and the reason; OSError would prefix "[Errno 28] ".
-        return self.strerror or super().__str__()
 
 
 @dataclasses.dataclass
@@ -52,11 +47,6 @@ class LoadReport:
         why = " (mindcv's 1001-class release, unused last logit)" if self.head.startswith("sliced") else ""
         return (f"loaded {self.path}: head {self.head}{why}; {len(self.missing)} missing "
                 f"{self.missing[:5]}; {len(self.unexpected)} unexpected {self.unexpected[:5]}")
-
-
-def cache_dir() -> Path:
-    """Where released weights are looked for: ``$MINDCV_MOBILE_HOME`` or ``~/.cache/mindcv_mobile``."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "mindcv_mobile")
 
 
 def sha256_of(path: str) -> str:
@@ -98,26 +88,14 @@ def save_checkpoint(params, path: str, append_dict: Optional[dict] = None) -> st
     ``params`` is a Cell or a list of Parameters / ``{"name": ..., "data": ...}`` dicts.
     """
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = None
     try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".ckpt", dir=folder)
-        os.close(fd)
-        ms.save_checkpoint(params, tmp, append_dict=append_dict)
-        # On disk before the rename makes it visible: a crash right after cannot leave an
-        # empty file under the real name.
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as err:
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
-        kept = " (the previous file there is intact)" if os.path.exists(path) else ""
-        raise CheckpointWriteError(getattr(err, "errno", None) or 0,
-                                   f"cannot write checkpoint {path}: {reason}{kept}") from err
-    finally:
-        if tmp and os.path.exists(tmp):
-            os.remove(tmp)
+        with atomic_path(path, what="checkpoint") as tmp:
+            try:
+                ms.save_checkpoint(params, tmp, append_dict=append_dict)
+            except RuntimeError as err:  # MindSpore reports a full disk as a RuntimeError
+                raise OSError(0, str(err).splitlines()[0]) from err
+    except WriteError as err:
+        raise CheckpointWriteError(err.errno or 0, err.strerror) from err.__cause__
     return path
 
 
@@ -186,7 +164,8 @@ def load_model_weights(net: nn.Cell, source, cfg: Optional[ModelCfg] = None, str
                          f"(it has {theirs[:2]}..., the model expects {list(own)[:2]}...): is it a checkpoint of "
                          f"another model?")
     ms.load_param_into_net(net, to_load, strict_load=False)
-    missing = [n for n in own if n not in to_load and not (head.startswith("dropped") and n.startswith(classifier + "."))]
+    head_dropped = head.startswith("dropped")
+    missing = [n for n in own if n not in to_load and not (head_dropped and n.startswith(classifier + "."))]
     unexpected = [n for n in ckpt if n not in own and not _is_train_state(n)]
     report = LoadReport(str(path), missing, unexpected, head)
     if strict and (missing or unexpected):

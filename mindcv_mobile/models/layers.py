@@ -6,7 +6,6 @@ parameters (activations, dropout) still occupy their index.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Optional
 
@@ -14,7 +13,7 @@ from mindspore import dtype as mstype
 from mindspore import nn, ops
 from mindspore.common import initializer as init
 
-from . import cpu_kernels
+from .. import kernels
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: Optional[int] = None) -> int:
@@ -36,15 +35,15 @@ class HardSwish(nn.Cell):
     mapping for the fused ``HSwish`` op, while ReLU6/Add/Mul/Div export everywhere. In training
     the fused op: the elementwise graph keeps three activation-sized intermediates alive, 1 GB
     more peak memory for MobileNetV3-small at batch 32, 224 px (2.46 vs 1.46 GB). Same math; no
-    parameters, so checkpoints are unaffected. Built while the compiled CPU kernels are active,
-    float32 inputs use ``cpu_kernels``' hard-swish in both modes (MindSpore's HSwish and HSwishGrad
-    were ~50 ms of a v3-small step).
+    parameters, so checkpoints are unaffected. Built inside ``kernels.use(path)`` (a model from
+    ``create_model(..., cpu_kernels=True)``), float32 inputs use the compiled hard-swish in both
+    modes (MindSpore's HSwish and HSwishGrad were ~50 ms of a v3-small step).
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.relu6 = nn.ReLU6()
-        self.kernel_op, self.kernel_cfg = cpu_kernels.build(cpu_kernels.make_hardswish)
+        self.kernel_op, self.kernel_cfg = kernels.build(kernels.make_hardswish)
 
     def construct(self, x):
         if self.kernel_op is not None and x.dtype == mstype.float32:
@@ -68,9 +67,9 @@ class HardSigmoid(nn.Cell):
 class DepthwiseConv2d(nn.Conv2d):
     """A depthwise ``nn.Conv2d`` (same ``weight``, same math) that runs fast on MindSpore's CPU.
 
-    Built while the compiled CPU kernels are active (``cpu_kernels.active()``: CPU runs after
-    ``runtime.init_runtime``), float32 inputs go through ``cpu_kernels``' depthwise conv in
-    training and eval; otherwise, and for other dtypes, MindSpore's grouped conv.
+    Built inside ``kernels.use(path)`` (``create_model(..., cpu_kernels=True)``, which the training
+    path asks for on CPU), float32 inputs go through the compiled depthwise conv in training and
+    eval; otherwise, and for other dtypes, MindSpore's grouped conv.
     """
 
     def __init__(self, channels: int, kernel_size: int, stride: int = 1, pad_mode: str = "pad",
@@ -78,9 +77,9 @@ class DepthwiseConv2d(nn.Conv2d):
         super().__init__(channels, channels, kernel_size, stride, pad_mode=pad_mode, padding=padding,
                          group=channels, has_bias=False)
         self.kernel_op, self.kernel_cfg = None, None
-        if (int(kernel_size), int(stride)) in cpu_kernels.DEPTHWISE_SUPPORTED:
-            self.kernel_op, self.kernel_cfg = cpu_kernels.build(cpu_kernels.make_depthwise, int(kernel_size),
-                                                                int(stride), pad_mode, int(padding))
+        if (int(kernel_size), int(stride)) in kernels.DEPTHWISE_SUPPORTED:
+            self.kernel_op, self.kernel_cfg = kernels.build(kernels.make_depthwise, int(kernel_size), int(stride),
+                                                            pad_mode, int(padding))
 
     def construct(self, x):
         if self.kernel_op is not None and x.dtype == mstype.float32:
@@ -90,13 +89,13 @@ class DepthwiseConv2d(nn.Conv2d):
 
 class ChannelMean(nn.Cell):
     """Mean over H and W: (N, C, H, W) -> (N, C, 1, 1), or (N, C) without ``keep_dims``; the
-    compiled CPU kernel when it was active at build time and the input is float32 (MindSpore's
+    compiled CPU kernel when built inside ``kernels.use(path)`` and the input is float32 (MindSpore's
     ReduceMean and its Tile gradient were ~60 ms of a v3-small step)."""
 
     def __init__(self, keep_dims: bool = True) -> None:
         super().__init__()
         self.keep_dims = keep_dims
-        self.kernel_op, self.kernel_cfg = cpu_kernels.build(cpu_kernels.make_channel_mean)
+        self.kernel_op, self.kernel_cfg = kernels.build(kernels.make_channel_mean)
 
     def construct(self, x):
         if self.kernel_op is not None and x.dtype == mstype.float32:
@@ -111,24 +110,12 @@ class ChannelScale(nn.Cell):
 
     def __init__(self) -> None:
         super().__init__()
-        self.kernel_op, self.kernel_cfg = cpu_kernels.build(cpu_kernels.make_channel_scale)
+        self.kernel_op, self.kernel_cfg = kernels.build(kernels.make_channel_scale)
 
     def construct(self, x, scale):
         if self.kernel_op is not None and x.dtype == mstype.float32 and scale.dtype == mstype.float32:
             return self.kernel_op(x, scale, self.kernel_cfg)
         return x * scale
-
-
-@contextlib.contextmanager
-def portable_layers():
-    """Build models inside this block with MindSpore's own ops only (no compiled CPU kernel): for
-    MINDIR/ONNX export, whose files run in another process or on another device."""
-    saved = cpu_kernels.active()
-    cpu_kernels.activate("")
-    try:
-        yield
-    finally:
-        cpu_kernels.activate(saved)
 
 
 ACTIVATIONS = {
@@ -296,6 +283,6 @@ def init_weights(net: nn.Cell, scheme: str = "he_normal_fan_out") -> None:
 
 __all__ = [
     "make_divisible", "HardSwish", "HardSigmoid", "ACTIVATIONS", "DepthwiseConv2d", "ChannelMean", "ChannelScale",
-    "portable_layers", "conv_norm_act", "GlobalAvgPooling",
+    "conv_norm_act", "GlobalAvgPooling",
     "SqueezeExcite", "InvertedResidual", "MobileNet", "init_weights",
 ]

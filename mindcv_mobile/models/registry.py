@@ -7,95 +7,25 @@ count, top-1/top-5), so tests and README tables are checked against one source.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import fnmatch
 import logging
 from functools import partial
-from typing import Callable, Optional, Tuple
+from typing import Optional
 
 from mindspore import nn
 
+from .. import kernels
+from .checkpoint import load_model_weights, pretrained_path
 from .mobilenet_v1 import mobilenet_v1
 from .mobilenet_v2 import mobilenet_v2
 from .mobilenet_v3 import mobilenet_v3
+from .records import IMAGENET_MEAN, IMAGENET_STD, ModelCfg, get_model_cfg, list_models, lookup, register_model
 
 _logger = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 # Five stride-2 stages: below 32 px the last feature map would be empty in places.
 MIN_INPUT_SIZE = 32
 
 _MINDCV_URL = "https://download.mindspore.cn/toolkits/mindcv/mobilenet"
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelCfg:
-    """What is known about a registered model and its released weights.
-
-    ``params_m`` counts ALL parameters, BN moving mean/variance included (mindcv's
-    convention), for ``num_classes`` classes; ``num_classes`` is the released head's size
-    (1001 for mindcv's MobileNetV1: TF-slim's extra background class).
-    """
-
-    url: str = ""
-    input_size: Tuple[int, int, int] = (3, 224, 224)
-    crop_pct: float = 0.875
-    interpolation: str = "bilinear"
-    mean: Tuple[float, float, float] = IMAGENET_MEAN
-    std: Tuple[float, float, float] = IMAGENET_STD
-    num_classes: int = 1000
-    first_conv: str = "features.0"
-    classifier: str = "classifier"
-    params_m: Optional[float] = None
-    top1: Optional[float] = None
-    top5: Optional[float] = None
-    recipe: str = ""
-
-    @property
-    def image_size(self) -> int:
-        return self.input_size[-1]
-
-    @property
-    def filename(self) -> str:
-        return self.url.rsplit("/", 1)[-1] if self.url else ""
-
-    @property
-    def sha256_prefix(self) -> str:
-        """The hash in names like ``mobilenet_v2_100-d5532038.ckpt``, or '' when there is none."""
-        stem = self.filename.rsplit(".", 1)[0]
-        if "-" not in stem:
-            return ""
-        tail = stem.rsplit("-", 1)[1]
-        return tail if len(tail) >= 8 and all(c in "0123456789abcdef" for c in tail) else ""
-
-
-_REGISTRY: dict = {}
-
-
-def register_model(name: str, builder: Callable[..., nn.Cell], cfg: ModelCfg) -> None:
-    """Add ``name`` to the registry. ``builder(num_classes=, in_channels=, drop_rate=)`` -> Cell."""
-    if name in _REGISTRY:
-        raise ValueError(f"model {name!r} is registered twice")
-    _REGISTRY[name] = (builder, cfg)
-
-
-def list_models(pattern: str = "*") -> list:
-    """Registered model names matching a shell-style ``pattern``, sorted."""
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
-
-
-def _lookup(name: str):
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, _REGISTRY, n=5, cutoff=0.5)
-        hint = f"closest: {', '.join(close)}" if close else f"see list_models(); e.g. {', '.join(list_models()[:4])}"
-        raise ValueError(f"unknown model {name!r}; {hint}")
-    return _REGISTRY[name]
-
-
-def get_model_cfg(name: str) -> ModelCfg:
-    """The :class:`ModelCfg` record of a registered model."""
-    return _lookup(name)[1]
 
 
 def check_input_size(name: str, image_size: int) -> int:
@@ -114,6 +44,7 @@ def create_model(
     in_channels: int = 3,
     drop_rate: Optional[float] = None,
     drop_path_rate: Optional[float] = None,
+    cpu_kernels: bool = False,
 ) -> nn.Cell:
     """Build a registered model, optionally loading released or local weights.
 
@@ -129,8 +60,12 @@ def create_model(
             V2/V3, none for V1).
         drop_path_rate: accepted for mindcv-compatible calls; MobileNets here have no
             stochastic depth, so only None or 0 is allowed.
+        cpu_kernels: build the depthwise convs, squeeze-excite and hard-swish layers on the
+            compiled CPU kernels (``mindcv_mobile.kernels``) when the library is available here;
+            a CPU-only model for training and evaluation in this process. Off by default: the
+            model then uses MindSpore's own ops, runs on any device and exports to MINDIR/ONNX.
     """
-    builder, cfg = _lookup(model_name)
+    builder, cfg = lookup(model_name)
     for key, value in (("num_classes", num_classes), ("in_channels", in_channels)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"{key} must be a positive integer, got {value!r}")
@@ -141,13 +76,21 @@ def create_model(
                          f"have no stochastic depth; use drop_rate (dropout before the classifier)")
     if pretrained and checkpoint_path:
         raise ValueError("pass either pretrained=True or checkpoint_path, not both")
+    if not isinstance(cpu_kernels, bool):
+        raise ValueError(f"cpu_kernels must be True or False, got {cpu_kernels!r}")
     kwargs = {"num_classes": num_classes, "in_channels": in_channels}
     if drop_rate is not None:
         kwargs["drop_rate"] = drop_rate
-    net = builder(**kwargs)
+    library = ""
+    if cpu_kernels:
+        library, why_not = kernels.library()
+        if not library:
+            _logger.warning("%s: cpu_kernels=True but the compiled CPU kernels are unavailable (%s); building it "
+                            "with MindSpore's ops", model_name, why_not)
+    # Always set, "" included: only this call decides, not a kernels.use block around it.
+    with kernels.use(library):
+        net = builder(**kwargs)
     if pretrained or checkpoint_path:
-        from .checkpoint import load_model_weights, pretrained_path
-
         path = pretrained_path(model_name) if pretrained else checkpoint_path
         net.load_report = load_model_weights(net, path, cfg)
     return net
@@ -224,3 +167,9 @@ PUBLISHED_910V2 = {
         ("mobilenet_v3_large_100", "mobilenetv3/mobilenet_v3_large_100-bd4e7bdc-910v2.ckpt", 75.59, 92.57),
     ]
 }
+
+__all__ = [
+    "create_model", "check_input_size", "MIN_INPUT_SIZE", "PUBLISHED_910V2",
+    # re-exported from records.py, where they live
+    "ModelCfg", "get_model_cfg", "list_models", "register_model", "IMAGENET_MEAN", "IMAGENET_STD",
+]

@@ -315,6 +315,25 @@ def expected_fake_quant(net: MobileNet) -> dict:
     return {"activations": 1 + convs + adds + 1, "weights": convs + dense}
 
 
+def check_quant_config(cfg) -> None:
+    """Raise ValueError when a recipe with ``quant: True`` asks for what QAT cannot do."""
+    if not cfg.model.startswith("mobilenet_v2_"):
+        raise ValueError(f"quant: True supports the mobilenet_v2_* models, got model {cfg.model}")
+    for name in ("amp_level", "val_amp_level"):
+        # Observer ranges and folded-BN statistics are float32 arithmetic.
+        if cfg[name] != "O0":
+            raise ValueError(f"quant: True trains and evaluates in float32; set {name}: O0, got {cfg[name]}")
+    if cfg.ema:
+        raise ValueError("quant: True does not support ema: True (the QAT state is not averaged); set ema: False")
+    if cfg.quant_delay < 1:
+        raise ValueError(f"quant_delay must be >= 1 step (observers need one batch to get a range), "
+                          f"got {cfg.quant_delay}")
+    if cfg.freeze_bn < 0:
+        raise ValueError(f"freeze_bn must be >= 0 steps, got {cfg.freeze_bn}")
+    if not 0.0 <= cfg.quant_ema_decay < 1.0:
+        raise ValueError(f"quant_ema_decay must be in [0, 1), got {cfg.quant_ema_decay}")
+
+
 def quantize_from_config(net: MobileNet, cfg) -> QuantMobileNetV2:
     """The recipe's QAT model (``quant_delay``, ``freeze_bn``, ``quant_ema_decay``) built on the
     float ``net``, whose weights (e.g. the float checkpoint to fine-tune) were loaded already."""

@@ -1,10 +1,10 @@
-"""Training: loss, per-step LR schedule, optimizer, weight EMA, the train step, callbacks, ``train``."""
+"""Training's building blocks: loss, per-step LR schedule, optimizer, weight EMA, the train step
+and the loop's callbacks. The loop itself is ``mindcv_mobile.tasks.train``."""
 from .ema import EMA
 from .loss import create_loss
 from .lr import create_lr_schedule
 from .optim import create_optimizer, split_weight_decay
 from .train_step import Precision, TrainStep, resolve_precision
-from .trainer import RunResult, train
 
 __all__ = [
     "EMA",
@@ -15,6 +15,4 @@ __all__ = [
     "Precision",
     "TrainStep",
     "resolve_precision",
-    "RunResult",
-    "train",
 ]

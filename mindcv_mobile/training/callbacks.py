@@ -5,59 +5,18 @@ data parallelism the BatchNorm statistics are averaged over ranks before validat
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import sys
-import tempfile
 import time
 from typing import Callable, Optional
 
 import numpy as np
 from mindspore.train import Callback
 
-from ..models.checkpoint import save_checkpoint
+from ..run_dir import RunDir
 
 _logger = logging.getLogger(__name__)
-
-LAST_CHECKPOINT = "last_checkpoint.json"
-METRICS_FILE = "metrics.jsonl"
-
-
-def write_json_atomic(path: str, data) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
-
-
-def write_jsonl_atomic(path: str, rows: list) -> None:
-    """Rewrite a JSON-lines file through a temporary file and a rename: a reader, or a run killed
-    mid-write, sees the previous complete file or the new one, never half a line."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".jsonl", dir=folder)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(row) + "\n" for row in rows)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def read_jsonl(path: str) -> list:
-    """Rows of a JSON-lines file ([] when absent); a torn last line from an older writer is dropped."""
-    if not os.path.isfile(path):
-        return []
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-    return rows
-
 
 BN_STATISTICS = ("moving_mean", "moving_variance")
 
@@ -107,7 +66,7 @@ class TrainMonitor(Callback):
     """Per-epoch log line, validation, metrics row and checkpoint; a progress bar on a terminal.
 
     Args:
-        run_dir: where rank 0 writes; ``None`` on other ranks.
+        run_dir: where rank 0 writes (a :class:`~mindcv_mobile.run_dir.RunDir`); ``None`` on other ranks.
         model_name: prefix of checkpoint files.
         lr_schedule: the per-step LR list (for logging the LR in use).
         global_batch: images per step over all devices (for img/s).
@@ -117,7 +76,7 @@ class TrainMonitor(Callback):
         save_params: ``() -> list`` of what to save (network, optimizer state, EMA).
     """
 
-    def __init__(self, run_dir: Optional[str], model_name: str, lr_schedule, global_batch: int, num_epochs: int,
+    def __init__(self, run_dir: Optional[RunDir], model_name: str, lr_schedule, global_batch: int, num_epochs: int,
                  evaluate: Optional[Callable[[], dict]] = None, val_interval: int = 1, ckpt_interval: int = 1,
                  keep_checkpoint_max: int = 10, save_params: Optional[Callable[[], list]] = None,
                  log_interval: int = 100, sink_mode: bool = False, history: Optional[list] = None,
@@ -239,7 +198,7 @@ class TrainMonitor(Callback):
                      epoch, self.num_epochs, steps, loss, row["lr"], seconds, row["ms_per_step"], row["img_per_s"], val)
         if self.run_dir is None:
             return
-        write_jsonl_atomic(os.path.join(self.run_dir, METRICS_FILE), self.history)
+        self.run_dir.write_metrics(self.history)
         is_best = top1 is not None and (self.best_top1 is None or top1 > self.best_top1)
         if is_best:
             self.best_top1 = top1
@@ -256,33 +215,15 @@ class TrainMonitor(Callback):
 
     # ---------------------------------------------------------------- checkpoints
     def last_checkpoint(self) -> Optional[str]:
-        if self.run_dir is None:
-            return None
-        path = os.path.join(self.run_dir, LAST_CHECKPOINT)
-        if not os.path.isfile(path):
-            return None
-        with open(path, encoding="utf-8") as f:
-            return json.load(f).get("path")
+        pointer = self.run_dir.pointer() if self.run_dir is not None else None
+        return pointer.get("path") if pointer else None
 
     def _save(self, epoch: int, step: int, periodic: bool, is_best: bool) -> None:
         state = {"epoch_num": epoch, "step_num": step,
                  "train_state.best_top1": -1.0 if self.best_top1 is None else float(self.best_top1)}
         params = self.save_params()
         if periodic:
-            path = os.path.join(self.run_dir, f"{self.model_name}-{epoch}_{step}.ckpt")
-            save_checkpoint(params, path, append_dict=state)
-            path = os.path.abspath(path)
-            if path not in self.kept:
-                self.kept.append(path)
-            removed = self.kept[:-self.keep_checkpoint_max]
-            self.kept = self.kept[-self.keep_checkpoint_max:]
-            # The pointer first, then the deletions: a crash in between leaves a stray file, never a
-            # pointer to a deleted checkpoint.
-            write_json_atomic(os.path.join(self.run_dir, LAST_CHECKPOINT),
-                              {"path": path, "epoch": epoch, "global_step": step, "kept": self.kept})
-            for old in removed:
-                if os.path.exists(old):
-                    os.remove(old)
+            self.kept = self.run_dir.save_epoch_checkpoint(params, self.model_name, epoch, step, state, self.kept,
+                                                           self.keep_checkpoint_max)
         if is_best:
-            self.best_path = os.path.join(self.run_dir, f"{self.model_name}-best.ckpt")
-            save_checkpoint(params, self.best_path, append_dict=state)
+            self.best_path = self.run_dir.save_best(params, self.model_name, state)

@@ -12,11 +12,10 @@ The loss is computed in float32 whatever the logits' dtype (amp O2/O3 give float
 """
 from __future__ import annotations
 
-import difflib
-from collections.abc import Sequence
-
 import mindspore as ms
 from mindspore import Tensor, nn, ops
+
+from ..errors import unknown_choice
 
 __all__ = ["CrossEntropySmooth", "BinaryCrossEntropySmooth", "create_loss", "list_losses"]
 
@@ -24,12 +23,11 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 
 class _SmoothedTargetLoss(nn.Cell):
-    """Shared target building, auxiliary logits and reduction; subclasses give the per-item loss."""
+    """Shared target building and reduction; subclasses give the per-item loss."""
 
-    def __init__(self, label_smoothing: float = 0.0, aux_factor: float = 0.0, reduction: str = "mean") -> None:
+    def __init__(self, label_smoothing: float = 0.0, reduction: str = "mean") -> None:
         super().__init__()
         self.label_smoothing = float(label_smoothing)
-        self.aux_factor = float(aux_factor)
         self.reduction = reduction
         self.one = Tensor(1.0, ms.float32)
         self.zero = Tensor(0.0, ms.float32)
@@ -53,19 +51,10 @@ class _SmoothedTargetLoss(nn.Cell):
     def _item_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def _single(self, logits: Tensor, labels: Tensor) -> Tensor:
+    def construct(self, logits, labels):
         logits = ops.cast(logits, ms.float32)
         targets = self._targets(labels, logits.shape[-1])
         return self._reduce(self._item_loss(logits, targets))
-
-    def construct(self, logits, labels):
-        # Networks with an auxiliary head (Inception-style) return (main, aux); MobileNets don't.
-        if isinstance(logits, (tuple, list)):
-            loss = self._single(logits[0], labels)
-            if self.aux_factor > 0:
-                loss = loss + self.aux_factor * self._single(logits[1], labels)
-            return loss
-        return self._single(logits, labels)
 
 
 class CrossEntropySmooth(_SmoothedTargetLoss):
@@ -97,17 +86,21 @@ def list_losses() -> list[str]:
     return sorted(_LOSSES)
 
 
-def _unknown(kind: str, value: object, choices: Sequence[str]) -> ValueError:
-    by_lower = {c.lower(): c for c in choices}
-    close = [by_lower[c] for c in difflib.get_close_matches(str(value).lower(), list(by_lower), n=1)]
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    return ValueError(f"unknown {kind} {value!r}{hint} accepted: {', '.join(choices)}")
+
+
+LOSS_CHOICES = tuple(_LOSSES)
+# Training reduces the batch to a scalar; "none" (per image) is for evaluation.
+TRAIN_REDUCTIONS = ("mean", "sum")
+
+
+def loss_kwargs(cfg, reduction: str | None = None) -> dict:
+    """:func:`create_loss`'s arguments from a recipe; ``reduction`` overrides the recipe's."""
+    return {"name": cfg.loss, "label_smoothing": cfg.label_smoothing, "reduction": reduction or cfg.reduction}
 
 
 def create_loss(
     name: str = "CE",
     label_smoothing: float = 0.0,
-    aux_factor: float = 0.0,
     reduction: str = "mean",
 ) -> nn.Cell:
     """Build the training loss ``loss(logits, labels)``.
@@ -116,21 +109,17 @@ def create_loss(
         name: ``"CE"`` (softmax cross-entropy) or ``"BCE"`` (per-class sigmoid cross-entropy);
             case-insensitive, as in mindcv.
         label_smoothing: ``eps`` in ``[0, 1)``; targets become ``(1 - eps) * y + eps / C``.
-        aux_factor: weight of the auxiliary-logits loss when the network returns ``(main, aux)``.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
 
     Raises:
         ValueError: unknown ``name`` / ``reduction`` (listing the accepted ones), or a value out of range.
     """
     if not isinstance(name, str) or name.upper() not in _LOSSES:
-        raise _unknown("loss", name, list(_LOSSES))
+        raise unknown_choice("loss", name, list(_LOSSES))
     if reduction not in _REDUCTIONS:
-        raise _unknown("reduction", reduction, _REDUCTIONS)
-    for key, value in (("label_smoothing", label_smoothing), ("aux_factor", aux_factor)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{key} must be a number, got {value!r}")
+        raise unknown_choice("reduction", reduction, _REDUCTIONS)
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)):
+        raise TypeError(f"label_smoothing must be a number, got {label_smoothing!r}")
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-    if aux_factor < 0.0:
-        raise ValueError(f"aux_factor must be >= 0, got {aux_factor}")
-    return _LOSSES[name.upper()](label_smoothing=label_smoothing, aux_factor=aux_factor, reduction=reduction)
+    return _LOSSES[name.upper()](label_smoothing=label_smoothing, reduction=reduction)

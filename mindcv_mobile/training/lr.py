@@ -35,12 +35,13 @@ optimizer as a dynamic learning rate. It has two phases:
 from __future__ import annotations
 
 import bisect
-import difflib
 import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable
+
+from ..errors import unknown_choice
 
 __all__ = ["create_lr_schedule", "list_schedulers"]
 
@@ -105,15 +106,24 @@ _SCHEDULERS: dict[str, Callable[[int, _Decay], float]] = {
 _ALIASES = {"polynomial_decay": "polynomial"}
 
 
+SCHEDULER_CHOICES = tuple(_SCHEDULERS) + tuple(_ALIASES)
+
+
+def schedule_kwargs(cfg) -> dict:
+    """:func:`create_lr_schedule`'s arguments from a recipe, all but ``steps_per_epoch`` (a property
+    of the data, known to the build step)."""
+    return {"scheduler": cfg.scheduler, "lr": cfg.lr, "num_epochs": cfg.epoch_size, "min_lr": cfg.min_lr,
+            "warmup_epochs": cfg.warmup_epochs, "warmup_factor": cfg.warmup_factor,
+            "decay_epochs": cfg.decay_epochs, "decay_rate": cfg.decay_rate,
+            "multi_step_decay_milestones": cfg.multi_step_decay_milestones, "lr_epoch_stair": cfg.lr_epoch_stair,
+            "num_cycles": cfg.num_cycles, "cycle_decay": cfg.cycle_decay, "power": cfg.poly_power}
+
+
 def list_schedulers() -> list[str]:
     """Names accepted by :func:`create_lr_schedule`."""
     return sorted(_SCHEDULERS)
 
 
-def _unknown(kind: str, value: object, choices: Sequence[str]) -> ValueError:
-    close = difflib.get_close_matches(str(value), list(choices), n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    return ValueError(f"unknown {kind} {value!r}{hint} accepted: {', '.join(sorted(choices))}")
 
 
 def _number(name: str, value: object) -> float:
@@ -157,7 +167,7 @@ def create_lr_schedule(
     """
     name = _ALIASES.get(scheduler, scheduler)
     if name not in _SCHEDULERS:
-        raise _unknown("scheduler", scheduler, list(_SCHEDULERS) + list(_ALIASES))
+        raise unknown_choice("scheduler", scheduler, list(_SCHEDULERS) + list(_ALIASES))
     lr = _number("lr", lr)
     min_lr = _number("min_lr", min_lr)
     steps_per_epoch = _integer("steps_per_epoch", steps_per_epoch)

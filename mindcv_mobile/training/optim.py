@@ -20,13 +20,14 @@ does. ``adamw`` (``nn.AdamWeightDecay``) has no such argument and rejects ``S !=
 """
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Sequence
 from typing import Any, Callable, Union
 
 import numpy as np
 from mindspore import Parameter, Tensor, nn
+
+from ..errors import unknown_choice
 
 __all__ = ["create_optimizer", "split_weight_decay", "list_optimizers", "list_weight_decay_filters"]
 
@@ -108,6 +109,18 @@ _WEIGHT_DECAY_FILTERS: dict[str, Callable[[Parameter], bool]] = {
 }
 
 
+OPTIMIZER_CHOICES = tuple(_OPTIMIZERS)
+WEIGHT_DECAY_FILTER_CHOICES = tuple(_WEIGHT_DECAY_FILTERS)
+
+
+def optimizer_kwargs(cfg) -> dict:
+    """:func:`create_optimizer`'s arguments from a recipe, all but ``params`` and ``lr`` (the
+    schedule). Gradients are unscaled in the train step, so the optimizer's loss scale is 1."""
+    return {"opt": cfg.opt, "weight_decay": cfg.weight_decay, "momentum": cfg.momentum,
+            "nesterov": cfg.use_nesterov, "weight_decay_filter": cfg.weight_decay_filter, "loss_scale": 1.0,
+            "eps": cfg.eps}
+
+
 def list_optimizers() -> list[str]:
     """Names accepted by :func:`create_optimizer` as ``opt``."""
     return sorted(_OPTIMIZERS)
@@ -118,10 +131,6 @@ def list_weight_decay_filters() -> list[str]:
     return sorted(_WEIGHT_DECAY_FILTERS)
 
 
-def _unknown(kind: str, value: object, choices: Sequence[str]) -> ValueError:
-    close = difflib.get_close_matches(str(value), list(choices), n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    return ValueError(f"unknown {kind} {value!r}{hint} accepted: {', '.join(choices)}")
 
 
 def split_weight_decay(
@@ -129,7 +138,7 @@ def split_weight_decay(
 ) -> tuple[list[Parameter], list[Parameter]]:
     """Split ``params`` into ``(decayed, exempt)`` lists (order kept) by ``weight_decay_filter``."""
     if weight_decay_filter not in _WEIGHT_DECAY_FILTERS:
-        raise _unknown("weight_decay_filter", weight_decay_filter, list(_WEIGHT_DECAY_FILTERS))
+        raise unknown_choice("weight_decay_filter", weight_decay_filter, list(_WEIGHT_DECAY_FILTERS))
     is_exempt = _WEIGHT_DECAY_FILTERS[weight_decay_filter]
     decay = [p for p in params if not is_exempt(p)]
     no_decay = [p for p in params if is_exempt(p)]
@@ -200,7 +209,7 @@ def create_optimizer(
             ``params``, or a value out of range.
     """
     if not isinstance(opt, str) or opt.lower() not in _OPTIMIZERS:
-        raise _unknown("optimizer", opt, list(_OPTIMIZERS))
+        raise unknown_choice("optimizer", opt, list(_OPTIMIZERS))
     opt = opt.lower()
     params = list(params)
     if not params:

@@ -17,6 +17,10 @@ from mindspore import Tensor, nn, ops
 
 _logger = logging.getLogger(__name__)
 
+# ms.amp.auto_mixed_precision's levels, and the loss-scale kinds resolve_precision knows.
+AMP_LEVELS = ("O0", "O1", "O2", "O3")
+LOSS_SCALE_TYPES = ("auto", "fixed", "dynamic")
+
 _grad_scale = ops.MultitypeFuncGraph("grad_scale")
 
 

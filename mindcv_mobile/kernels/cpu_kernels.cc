@@ -1,6 +1,6 @@
 // CPU kernels for the layers MindSpore 2.10's CPU backend runs slowly in MobileNets, float32
-// NCHW, as MindSpore "aot" custom-op functions (cpu_kernels.py compiles this file and wraps each
-// function in ops.Custom with its gradient):
+// NCHW, as MindSpore "aot" custom-op functions (kernels/cache.py compiles this file, kernels/ops.py
+// wraps each function in ops.Custom with its gradient):
 //   - depthwise 2-D convolution: forward, gradient w.r.t. the input, gradient w.r.t. the weight;
 //   - per-channel spatial mean (squeeze-and-excite, global pooling) and its gradient;
 //   - per-channel scaling x * s[n, c] (squeeze-and-excite) and its two gradients;

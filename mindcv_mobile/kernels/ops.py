@@ -1,0 +1,102 @@
+"""MindSpore ops over the compiled library: each ``make_*(path, ...)`` returns ``(op, cfg)``, an
+``ops.Custom(func_type="aot")`` with its ``bprop`` and the int32 config tensor it takes last.
+
+The ops run the same math as MindSpore's (checked in tests/test_cpu_kernels.py) and have no
+parameters of their own: a layer keeps its ``weight``, so checkpoints do not depend on them.
+"""
+from __future__ import annotations
+
+import numpy as np
+from mindspore import Tensor, ops
+
+from ..host import cpu_cores
+
+# (kernel, stride) pairs the depthwise conv is instantiated for (every MobileNet depthwise conv).
+DEPTHWISE_SUPPORTED = {(3, 1), (3, 2), (5, 1), (5, 2), (7, 1), (7, 2)}
+
+
+def _out_size(size: int, kernel: int, stride: int, pad_mode: str, padding: int) -> int:
+    if pad_mode == "same":
+        return -(-size // stride)
+    if pad_mode == "valid":
+        padding = 0
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def _threads_cfg() -> Tensor:
+    # The kernels split work over this process's cores (its affinity mask), as MindSpore's pool does.
+    return Tensor(np.array([cpu_cores()], np.int32))
+
+
+def _tag(geometry: str, *prims) -> None:
+    # PyNative caches a Custom op's inferred output shape by its attributes and input shapes: two
+    # layers of one input shape but different geometry must not share it.
+    for prim in prims:
+        prim.add_prim_attr("geometry", geometry)
+
+
+def make_depthwise(path: str, kernel: int, stride: int, pad_mode: str, padding: int) -> tuple:
+    """``(op, cfg)``: ``op(x, weight, cfg)`` is the depthwise conv, differentiable in x and weight."""
+    if pad_mode not in ("same", "pad", "valid"):
+        raise ValueError(f"pad_mode must be 'same', 'pad' or 'valid', got {pad_mode!r}")
+    mode = 1 if pad_mode == "same" else 0
+    cfg = Tensor(np.array([stride, mode, padding if pad_mode == "pad" else 0, cpu_cores()], np.int32))
+
+    def out_shape(x, weight, cfg):
+        return (x[0], x[1]) + tuple(_out_size(s, kernel, stride, pad_mode, padding) for s in x[2:])
+
+    backward_data = ops.Custom(f"{path}:DepthwiseBackwardData", out_shape=lambda dy, w, c, x: x,
+                               out_dtype=lambda dy, w, c, x: x, func_type="aot")
+    backward_weight = ops.Custom(f"{path}:DepthwiseBackwardWeight", out_shape=lambda dy, x, c, w: w,
+                                 out_dtype=lambda dy, x, c, w: w, func_type="aot")
+
+    def bprop(x, weight, cfg, out, dout):
+        return backward_data(dout, weight, cfg, x), backward_weight(dout, x, cfg, weight), ops.zeros_like(cfg)
+
+    op = ops.Custom(f"{path}:DepthwiseForward", out_shape=out_shape, out_dtype=lambda x, w, c: x,
+                    func_type="aot", bprop=bprop)
+    _tag(f"k{kernel}s{stride}{pad_mode}{padding}", op, backward_data, backward_weight)
+    return op, cfg
+
+
+def make_channel_mean(path: str) -> tuple:
+    """``(op, cfg)``: ``op(x, cfg)`` is ``x.mean((2, 3), keep_dims=True)``, differentiable in x."""
+    backward = ops.Custom(f"{path}:ChannelMeanBackward", out_shape=lambda d, c, x: x, out_dtype=lambda d, c, x: x,
+                          func_type="aot")
+
+    def bprop(x, cfg, out, dout):
+        return backward(dout, cfg, x), ops.zeros_like(cfg)
+
+    op = ops.Custom(f"{path}:ChannelMean", out_shape=lambda x, c: (x[0], x[1], 1, 1), out_dtype=lambda x, c: x,
+                    func_type="aot", bprop=bprop)
+    _tag("channel_mean", op, backward)
+    return op, _threads_cfg()
+
+
+def make_channel_scale(path: str) -> tuple:
+    """``(op, cfg)``: ``op(x, s, cfg)`` is ``x * s`` for s of shape (N, C, 1, 1), differentiable in both."""
+    backward = ops.Custom(f"{path}:ChannelScaleBackward", out_shape=lambda d, x, s, c: (x, s),
+                          out_dtype=lambda d, x, s, c: (x, s), func_type="aot")
+
+    def bprop(x, scale, cfg, out, dout):
+        dx, dscale = backward(dout, x, scale, cfg)
+        return dx, dscale, ops.zeros_like(cfg)
+
+    op = ops.Custom(f"{path}:ChannelScale", out_shape=lambda x, s, c: x, out_dtype=lambda x, s, c: x,
+                    func_type="aot", bprop=bprop)
+    _tag("channel_scale", op, backward)
+    return op, _threads_cfg()
+
+
+def make_hardswish(path: str) -> tuple:
+    """``(op, cfg)``: ``op(x, cfg)`` is ``x * relu6(x + 3) / 6``, differentiable in x."""
+    backward = ops.Custom(f"{path}:HardSwishBackward", out_shape=lambda d, x, c: x, out_dtype=lambda d, x, c: x,
+                          func_type="aot")
+
+    def bprop(x, cfg, out, dout):
+        return backward(dout, x, cfg), ops.zeros_like(cfg)
+
+    op = ops.Custom(f"{path}:HardSwish", out_shape=lambda x, c: x, out_dtype=lambda x, c: x, func_type="aot",
+                    bprop=bprop)
+    _tag("hardswish", op, backward)
+    return op, _threads_cfg()
