@@ -10,6 +10,7 @@ checkpoint's run directory, else label indices. Without -c, a checkpoint's run d
 (an exported file's .json metadata) gives model, num_classes and preprocessing. Unreadable images are
 skipped with a warning.
 """
+
 import sys
 
 import mindcv_mobile  # noqa: F401  (first: sets CPU speed defaults before MindSpore loads)
@@ -26,8 +27,9 @@ def _arguments(group) -> None:
 
 
 def main(argv=None) -> int:
-    cfg, extras = parse_args(argv, description="Classify images (top-5) with a .ckpt, .onnx or .mindir",
-                             extra_arguments=_arguments)
+    cfg, extras = parse_args(
+        argv, description="Classify images (top-5) with a .ckpt, .onnx or .mindir", extra_arguments=_arguments
+    )
     if not extras.config and reads_run_config(cfg):
         cfg = config_from_run_dir(cfg, cfg.ckpt_path)
     result = infer(cfg, extras.images, classes=extras.classes or None, topk=extras.topk, output=extras.output or None)
@@ -35,8 +37,10 @@ def main(argv=None) -> int:
         top = ", ".join(f"{t['class']} {t['probability']:.4f}" for t in p["top"])
         print(f"{p['path']}: {top}")
     if result.skipped:
-        print(f"skipped {len(result.skipped)} unreadable image(s): {', '.join(path for path, _ in result.skipped)}",
-              file=sys.stderr)
+        print(
+            f"skipped {len(result.skipped)} unreadable image(s): {', '.join(path for path, _ in result.skipped)}",
+            file=sys.stderr,
+        )
     if result.output:
         print(f"predictions written to {result.output}")
     return 0

@@ -1,9 +1,10 @@
 """Train a MobileNet from a YAML recipe.
 
-    python train.py -c configs/mobilenetv3/mobilenet_v3_small_digits_cpu.yaml
-    msrun --worker_num 8 python train.py -c configs/mobilenetv3/mobilenet_v3_small_ascend.yaml --data_dir /data/imagenet
-    python train.py -c RECIPE --data_dir DIR --distribute False --lr 0.1     # any recipe key can be overridden
+python train.py -c configs/mobilenetv3/mobilenet_v3_small_digits_cpu.yaml
+msrun --worker_num 8 python train.py -c configs/mobilenetv3/mobilenet_v3_small_ascend.yaml --data_dir /data/imagenet
+python train.py -c RECIPE --data_dir DIR --distribute False --lr 0.1     # any recipe key can be overridden
 """
+
 import sys
 
 import mindcv_mobile  # noqa: F401  (first: sets CPU speed defaults before MindSpore loads)

@@ -1,9 +1,10 @@
 """Validate a checkpoint: top-1 / top-5 on the recipe's val split with the model's eval transforms.
 
-    python validate.py -c configs/mobilenetv2/mobilenet_v2_0.75_ascend.yaml --data_dir /data/imagenet --ckpt_path W.ckpt
-    python validate.py --model mobilenet_v2_075 --image_resize 192 --pretrained True --data_dir /data/imagenet
-    python validate.py --ckpt_path runs/x/best.ckpt --data_dir data/digits   # no -c: the run's config.yaml
+python validate.py -c configs/mobilenetv2/mobilenet_v2_0.75_ascend.yaml --data_dir /data/imagenet --ckpt_path W.ckpt
+python validate.py --model mobilenet_v2_075 --image_resize 192 --pretrained True --data_dir /data/imagenet
+python validate.py --ckpt_path runs/x/best.ckpt --data_dir data/digits   # no -c: the run's config.yaml
 """
+
 import json
 import sys
 

@@ -29,6 +29,7 @@ Timings: ``--warmup`` steps after the first (which includes graph compilation), 
 ``--repeats`` timed rounds of as many steps as fill ``--min-repeat-s``; median, min and max of
 the rounds. Results: ``<out>.json`` and ``<out>.md``.
 """
+
 from __future__ import annotations
 
 import os
@@ -59,6 +60,7 @@ VARIANTS = ("ours", "mindcv", "mindcv_isa", "timm", "timm_cl", "ours_noisa", "ou
 DEFAULT_VARIANTS = ("ours", "mindcv", "mindcv_isa", "timm", "timm_cl")
 MINDSPORE_VARIANTS = ("ours", "ours_noisa", "ours_nokern", "mindcv", "mindcv_isa")
 
+
 def find_recipe(model: str, configs: str = os.path.join(ROOT, "configs")) -> str:
     """The published recipe (``configs/<family>/*.yaml``) whose ``model`` is ``model``, else the one
     of the longest registered name ``model`` starts with (``mobilenet_v2_100_160`` ->
@@ -83,8 +85,9 @@ def find_recipe(model: str, configs: str = os.path.join(ROOT, "configs")) -> str
     family = "_".join(model.split("_")[:2])  # mobilenet_v2
     prefixes += sorted(m for m in by_model if m.startswith(family))
     if not prefixes:
-        raise ValueError(f"no recipe for model {model!r} under {configs} (recipes exist for "
-                         f"{sorted(by_model)}); pass --recipe PATH")
+        raise ValueError(
+            f"no recipe for model {model!r} under {configs} (recipes exist for {sorted(by_model)}); pass --recipe PATH"
+        )
     return by_model[prefixes[0]]
 
 
@@ -109,8 +112,9 @@ def summarize(values: list, scale: float = 1.0) -> dict:
     return {"median": statistics.median(values) * scale, "min": min(values) * scale, "max": max(values) * scale}
 
 
-def timed_rounds(run_once: Callable[[], None], warmup: int, repeats: int, min_repeat_s: float,
-                 max_steps: int = 50) -> dict:
+def timed_rounds(
+    run_once: Callable[[], None], warmup: int, repeats: int, min_repeat_s: float, max_steps: int = 50
+) -> dict:
     """Time ``run_once`` (which must block until its result exists): first call, ``warmup`` more,
     then ``repeats`` rounds of n calls, n chosen from the warm-up so a round lasts ``min_repeat_s``.
     Returns seconds: first call, per-call median/min/max over rounds, n."""
@@ -143,9 +147,11 @@ def peak_rss_mb() -> float:
 # ------------------------------------------------------------------------------------ workers
 def _throughput(rounds: dict, batch: int) -> dict:
     per, cpu = rounds["per_call_s"], rounds["cpu_s_per_call"]
-    return {"ms_per_step": summarize([per["median"], per["min"], per["max"]], 1000.0),
-            "img_per_s": {"median": batch / per["median"], "min": batch / per["max"], "max": batch / per["min"]},
-            "cpu_ms_per_step": summarize([cpu["median"], cpu["min"], cpu["max"]], 1000.0)}
+    return {
+        "ms_per_step": summarize([per["median"], per["min"], per["max"]], 1000.0),
+        "img_per_s": {"median": batch / per["median"], "min": batch / per["max"], "max": batch / per["min"]},
+        "cpu_ms_per_step": summarize([cpu["median"], cpu["min"], cpu["max"]], 1000.0),
+    }
 
 
 def _worker_mindspore(args) -> dict:
@@ -159,10 +165,23 @@ def _worker_mindspore(args) -> dict:
     from mindcv_mobile.config import load_config
 
     # train.py's objects through its build step; the LR schedule spans the timed steps (no warmup).
-    cfg = load_config(args.recipe or find_recipe(args.model), dict(
-        model=args.model, batch_size=args.batch_size, image_resize=args.image_size, num_classes=1000,
-        device_target="CPU", mode=0, distribute=False, pretrained=False, ckpt_path="", epoch_size=1,
-        warmup_epochs=0, decay_epochs=1))
+    cfg = load_config(
+        args.recipe or find_recipe(args.model),
+        dict(
+            model=args.model,
+            batch_size=args.batch_size,
+            image_resize=args.image_size,
+            num_classes=1000,
+            device_target="CPU",
+            mode=0,
+            distribute=False,
+            pretrained=False,
+            ckpt_path="",
+            epoch_size=1,
+            warmup_epochs=0,
+            decay_epochs=1,
+        ),
+    )
     precision = build.build_precision(cfg, "CPU")
     if args.variant.startswith("ours"):
         rt = runtime.init_runtime(cfg)  # the entry points' defaults: device, mode, threads, seed
@@ -200,13 +219,21 @@ def _worker_mindspore(args) -> dict:
     x1 = Tensor(rng.standard_normal((1, 3, size, size), dtype=np.float32))
     latency = timed_rounds(lambda: net(x1).asnumpy(), args.warmup, args.repeats, args.min_repeat_s)
     return {
-        "params_m": params / 1e6, "threads": threads, "amp_level": precision.amp_level,
-        "train": dict(_throughput(train, args.batch_size), compile_s=compile_s, first_step_s=compile_s + train["first_s"],
-                      steps_per_round=train["calls_per_round"]),
+        "params_m": params / 1e6,
+        "threads": threads,
+        "amp_level": precision.amp_level,
+        "train": dict(
+            _throughput(train, args.batch_size),
+            compile_s=compile_s,
+            first_step_s=compile_s + train["first_s"],
+            steps_per_round=train["calls_per_round"],
+        ),
         "peak_rss_mb": rss,
         "infer": dict(_throughput(infer, args.infer_batch), compile_s=infer["first_s"], batch_size=args.infer_batch),
-        "latency_b1_ms": dict(summarize([latency["per_call_s"][k] for k in ("median", "min", "max")], 1000.0),
-                              compile_s=latency["first_s"]),
+        "latency_b1_ms": dict(
+            summarize([latency["per_call_s"][k] for k in ("median", "min", "max")], 1000.0),
+            compile_s=latency["first_s"],
+        ),
         "isa": os.environ.get(ISA_ENV, "unset"),
         "isa_setting": runtime.ISA_SETTING if args.variant in ("ours", "ours_nokern", "mindcv_isa") else None,
         "cpu_kernels": bool(runtime.CPU_SETTINGS.get("cpu_kernels")) if args.variant.startswith("ours") else False,
@@ -218,6 +245,8 @@ def _worker_paired(args) -> dict:
     their training steps alternated round by round: whatever else runs on the machine slows
     both alike, so the ratio holds on a busy machine where separate runs do not."""
     import mindcv_mobile  # noqa: F401  (first: the package's ISA rule, before MindSpore loads)
+
+    # isort: split
     import mindcv
     import numpy as np
     from mindspore import Tensor
@@ -225,17 +254,30 @@ def _worker_paired(args) -> dict:
     from mindcv_mobile import build, runtime
     from mindcv_mobile.config import load_config
 
-    cfg = load_config(args.recipe or find_recipe(args.model), dict(
-        model=args.model, batch_size=args.batch_size, image_resize=args.image_size, num_classes=1000,
-        device_target="CPU", mode=0, distribute=False, pretrained=False, ckpt_path=""))
+    cfg = load_config(
+        args.recipe or find_recipe(args.model),
+        dict(
+            model=args.model,
+            batch_size=args.batch_size,
+            image_resize=args.image_size,
+            num_classes=1000,
+            device_target="CPU",
+            mode=0,
+            distribute=False,
+            pretrained=False,
+            ckpt_path="",
+        ),
+    )
     rt = runtime.init_runtime(cfg)
     precision = build.build_precision(cfg, "CPU")
     rng = np.random.default_rng(0)
     x = Tensor(rng.standard_normal((args.batch_size, 3, args.image_size, args.image_size), dtype=np.float32))
     y = Tensor(rng.integers(0, cfg.num_classes, args.batch_size).astype(np.int32))
     steps = {}
-    for name, net in (("ours", build.build_model(cfg, cpu_kernels=rt.cpu_kernels)),
-                      ("mindcv_isa", mindcv.models.create_model(cfg.model, num_classes=cfg.num_classes))):
+    for name, net in (
+        ("ours", build.build_model(cfg, cpu_kernels=rt.cpu_kernels)),
+        ("mindcv_isa", mindcv.models.create_model(cfg.model, num_classes=cfg.num_classes)),
+    ):
         # The same optimizer and step for both (a constant LR: only the step's cost is measured).
         step = build.build_train_step(cfg, net, build.build_optimizer(cfg, net, cfg.lr), precision)
         step.set_train(True)
@@ -250,8 +292,13 @@ def _worker_paired(args) -> dict:
             step(x, y).asnumpy()
             wall[name].append(time.perf_counter() - start)
             cpu[name].append(time.process_time() - cpu_start)
-    out = {name: {"img_per_s": summarize([args.batch_size / t for t in wall[name]]),
-                  "cpu_ms_per_step": summarize(cpu[name], 1000.0)} for name in steps}
+    out = {
+        name: {
+            "img_per_s": summarize([args.batch_size / t for t in wall[name]]),
+            "cpu_ms_per_step": summarize(cpu[name], 1000.0),
+        }
+        for name in steps
+    }
     out["train_vs_mindcv_isa"] = statistics.median(wall["mindcv_isa"]) / statistics.median(wall["ours"])
     out["train_cpu_vs_mindcv_isa"] = statistics.median(cpu["mindcv_isa"]) / statistics.median(cpu["ours"])
     out["steps_each"] = len(wall["ours"])
@@ -264,6 +311,7 @@ def _import_timm():
     is missing or broken, stand in an empty stub for it so timm's model code loads."""
     try:
         import timm
+
         return timm
     except (ImportError, RuntimeError) as err:
         if "torchvision" not in repr(err) and util.find_spec("torchvision") is not None:
@@ -306,6 +354,7 @@ def _import_timm():
         del sys.modules[name]
     sys.meta_path.insert(0, _Finder())
     import timm
+
     return timm
 
 
@@ -327,12 +376,16 @@ def _worker_timm(args) -> dict:
     channels_last = args.variant == "timm_cl"
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     net = net.to(memory_format=fmt)
-    params = sum(p.numel() for p in net.parameters()) + sum(b.numel() for n, b in net.named_buffers()
-                                                            if n.endswith(("running_mean", "running_var")))
+    params = sum(p.numel() for p in net.parameters()) + sum(
+        b.numel() for n, b in net.named_buffers() if n.endswith(("running_mean", "running_var"))
+    )
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=float(recipe.get("label_smoothing", 0.0)))
-    optimizer = torch.optim.SGD(net.parameters(), lr=float(recipe.get("lr", 0.1)),
-                                momentum=float(recipe.get("momentum", 0.9)),
-                                weight_decay=float(recipe.get("weight_decay", 0.0)))
+    optimizer = torch.optim.SGD(
+        net.parameters(),
+        lr=float(recipe.get("lr", 0.1)),
+        momentum=float(recipe.get("momentum", 0.9)),
+        weight_decay=float(recipe.get("weight_decay", 0.0)),
+    )
     size = args.image_size
     x = torch.randn(args.batch_size, 3, size, size).contiguous(memory_format=fmt)
     y = torch.randint(0, 1000, (args.batch_size,))
@@ -354,14 +407,22 @@ def _worker_timm(args) -> dict:
         infer = timed_rounds(lambda: net(xb).sum().item(), args.warmup, args.repeats, args.min_repeat_s)
         latency = timed_rounds(lambda: net(x1).sum().item(), args.warmup, args.repeats, args.min_repeat_s)
     return {
-        "params_m": params / 1e6, "threads": torch.get_num_threads(), "amp_level": "fp32",
-        "train": dict(_throughput(train, args.batch_size), compile_s=None, first_step_s=train["first_s"],
-                      steps_per_round=train["calls_per_round"]),
+        "params_m": params / 1e6,
+        "threads": torch.get_num_threads(),
+        "amp_level": "fp32",
+        "train": dict(
+            _throughput(train, args.batch_size),
+            compile_s=None,
+            first_step_s=train["first_s"],
+            steps_per_round=train["calls_per_round"],
+        ),
         "peak_rss_mb": rss,
         "infer": dict(_throughput(infer, args.infer_batch), compile_s=None, batch_size=args.infer_batch),
-        "latency_b1_ms": dict(summarize([latency["per_call_s"][k] for k in ("median", "min", "max")], 1000.0),
-                              compile_s=None),
-        "isa": os.environ.get(ISA_ENV, "unset"), "isa_setting": None,
+        "latency_b1_ms": dict(
+            summarize([latency["per_call_s"][k] for k in ("median", "min", "max")], 1000.0), compile_s=None
+        ),
+        "isa": os.environ.get(ISA_ENV, "unset"),
+        "isa_setting": None,
         "framework_version": f"torch {torch.__version__}, timm {timm.__version__}",
         "memory_format": "channels_last" if channels_last else "NCHW",
     }
@@ -396,14 +457,24 @@ def _worker_pipeline(args) -> dict:
     from mindcv_mobile.data import create_dataset, create_loader
 
     model = args.models.split(",")[0]
-    cfg = load_config(args.recipe or find_recipe(model), dict(
-        model=model, image_resize=args.image_size, batch_size=args.batch_size, data_dir=args.data_dir))
+    cfg = load_config(
+        args.recipe or find_recipe(model),
+        dict(model=model, image_resize=args.image_size, batch_size=args.batch_size, data_dir=args.data_dir),
+    )
     workers = args.workers or runtime.data_workers(cfg.num_parallel_workers)
-    dataset = create_dataset(cfg.dataset, cfg.data_dir, cfg.train_split, shuffle=True, num_parallel_workers=workers,
-                             seed=cfg.seed)
+    dataset = create_dataset(
+        cfg.dataset, cfg.data_dir, cfg.train_split, shuffle=True, num_parallel_workers=workers, seed=cfg.seed
+    )
     transforms = build.build_transforms(cfg, True)
-    loader = create_loader(dataset, cfg.batch_size, drop_remainder=True, is_training=True, transform=transforms,
-                           num_classes=1000, num_parallel_workers=workers)
+    loader = create_loader(
+        dataset,
+        cfg.batch_size,
+        drop_remainder=True,
+        is_training=True,
+        transform=transforms,
+        num_classes=1000,
+        num_parallel_workers=workers,
+    )
     iterator = loader.create_tuple_iterator(num_epochs=-1, output_numpy=True)
 
     def next_batch():
@@ -413,10 +484,14 @@ def _worker_pipeline(args) -> dict:
             return next(iterator)
 
     rounds = timed_rounds(next_batch, args.warmup + 2, args.repeats, args.min_repeat_s, max_steps=200)
-    return {"workers": workers, "images": dataset.get_dataset_size(), "data_dir": cfg.data_dir,
-            "augment": f"RandomCropDecodeResize({cfg.image_resize}, scale {tuple(cfg.scale)}) + hflip {cfg.hflip} + "
-                       f"ColorJitter {cfg.color_jitter} + normalize + HWC2CHW, batch {cfg.batch_size}",
-            **_throughput(rounds, cfg.batch_size)}
+    return {
+        "workers": workers,
+        "images": dataset.get_dataset_size(),
+        "data_dir": cfg.data_dir,
+        "augment": f"RandomCropDecodeResize({cfg.image_resize}, scale {tuple(cfg.scale)}) + hflip {cfg.hflip} + "
+        f"ColorJitter {cfg.color_jitter} + normalize + HWC2CHW, batch {cfg.batch_size}",
+        **_throughput(rounds, cfg.batch_size),
+    }
 
 
 def _worker_e2e(args) -> dict:
@@ -428,18 +503,41 @@ def _worker_e2e(args) -> dict:
     steps = args.e2e_steps
     epochs = 1 + args.repeats  # the first epoch compiles the graph and is not timed
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as run_dir:
-        cfg = load_config(args.recipe or find_recipe(args.model), dict(
-            model=args.model, batch_size=args.batch_size, image_resize=args.image_size, num_classes=1000,
-            data_dir=args.data_dir, device_target="CPU", distribute=False, pretrained=False, ckpt_path="",
-            epoch_size=epochs, warmup_epochs=0, decay_epochs=epochs, num_samples=steps * args.batch_size,
-            val_while_train=False, ckpt_save_dir=run_dir, keep_checkpoint_max=1, ckpt_save_interval=epochs))
+        cfg = load_config(
+            args.recipe or find_recipe(args.model),
+            dict(
+                model=args.model,
+                batch_size=args.batch_size,
+                image_resize=args.image_size,
+                num_classes=1000,
+                data_dir=args.data_dir,
+                device_target="CPU",
+                distribute=False,
+                pretrained=False,
+                ckpt_path="",
+                epoch_size=epochs,
+                warmup_epochs=0,
+                decay_epochs=epochs,
+                num_samples=steps * args.batch_size,
+                val_while_train=False,
+                ckpt_save_dir=run_dir,
+                keep_checkpoint_max=1,
+                ckpt_save_interval=epochs,
+            ),
+        )
         start = time.perf_counter()
         result = train(cfg)
         total = time.perf_counter() - start
     timed = [row["img_per_s"] for row in result.history[1:]]
-    return {"img_per_s": summarize(timed), "epochs": epochs, "steps_per_epoch": steps, "total_s": total,
-            "first_epoch_s": steps * args.batch_size / result.history[0]["img_per_s"],
-            "sink_mode": runtime.CPU_SETTINGS.get("sink_mode"), "peak_rss_mb": peak_rss_mb()}
+    return {
+        "img_per_s": summarize(timed),
+        "epochs": epochs,
+        "steps_per_epoch": steps,
+        "total_s": total,
+        "first_epoch_s": steps * args.batch_size / result.history[0]["img_per_s"],
+        "sink_mode": runtime.CPU_SETTINGS.get("sink_mode"),
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 def worker_main(args) -> dict:
@@ -478,11 +576,33 @@ def run_worker(args, variant: str, model: Optional[str]) -> dict:
     """Run one measurement in a fresh interpreter; its result or {'error': ...}."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         result_file = f.name
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--variant", variant, "--result-file", result_file,
-           "--models", args.models, "--batch-size", str(args.batch_size), "--image-size", str(args.image_size),
-           "--infer-batch", str(args.infer_batch), "--warmup", str(args.warmup), "--repeats", str(args.repeats),
-           "--min-repeat-s", str(args.min_repeat_s), "--e2e-steps", str(args.e2e_steps),
-           "--workers", str(args.workers or 0)]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        "--variant",
+        variant,
+        "--result-file",
+        result_file,
+        "--models",
+        args.models,
+        "--batch-size",
+        str(args.batch_size),
+        "--image-size",
+        str(args.image_size),
+        "--infer-batch",
+        str(args.infer_batch),
+        "--warmup",
+        str(args.warmup),
+        "--repeats",
+        str(args.repeats),
+        "--min-repeat-s",
+        str(args.min_repeat_s),
+        "--e2e-steps",
+        str(args.e2e_steps),
+        "--workers",
+        str(args.workers or 0),
+    ]
     if model:
         cmd += ["--model", model]
     if args.recipe:
@@ -493,8 +613,9 @@ def run_worker(args, variant: str, model: Optional[str]) -> dict:
     print(f"[bench] {label} ...", file=sys.stderr, flush=True)
     start = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, env=variant_env(variant), cwd=ROOT, capture_output=True, text=True,
-                              timeout=args.timeout)
+        proc = subprocess.run(
+            cmd, env=variant_env(variant), cwd=ROOT, capture_output=True, text=True, timeout=args.timeout
+        )
         with open(result_file, encoding="utf-8") as f:
             text = f.read()
         result = json.loads(text) if text else {}
@@ -516,8 +637,10 @@ def brief(r: dict) -> str:
     if "train_vs_mindcv_isa" in r:
         return f"ours/mindcv+ISA fix {r['train_vs_mindcv_isa']:.2f}x (wall), {r['train_cpu_vs_mindcv_isa']:.2f}x (CPU)"
     if "train" in r:
-        return (f"train {r['train']['img_per_s']['median']:.1f} img/s, infer {r['infer']['img_per_s']['median']:.1f} "
-                f"img/s, b1 {r['latency_b1_ms']['median']:.1f} ms, rss {r['peak_rss_mb']:.0f} MB")
+        return (
+            f"train {r['train']['img_per_s']['median']:.1f} img/s, infer {r['infer']['img_per_s']['median']:.1f} "
+            f"img/s, b1 {r['latency_b1_ms']['median']:.1f} ms, rss {r['peak_rss_mb']:.0f} MB"
+        )
     return f"{r['img_per_s']['median']:.1f} img/s"
 
 
@@ -528,15 +651,33 @@ def environment() -> dict:
         except metadata.PackageNotFoundError:
             return None
 
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo", encoding="utf-8")
-                if line.startswith("model name")), platform.processor())
-    flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo", encoding="utf-8")
-                  if line.startswith("flags")), [])
-    return {"date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": cpu, "cores": cpu_cores(),
-            "avx512": "avx512f" in flags, "python": platform.python_version(), "mindspore": version("mindspore"),
-            "mindcv": version("mindcv"), "torch": version("torch"), "timm": version("timm"), "device": "CPU",
-            "user_isa_env": BASE_ENV.get(ISA_ENV), "loadavg_start": _loadavg(),
-            "command": "python benchmarks/bench.py " + " ".join(sys.argv[1:])}
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in open("/proc/cpuinfo", encoding="utf-8")
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    flags = next(
+        (line.split(":", 1)[1].split() for line in open("/proc/cpuinfo", encoding="utf-8") if line.startswith("flags")),
+        [],
+    )
+    return {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "cpu": cpu,
+        "cores": cpu_cores(),
+        "avx512": "avx512f" in flags,
+        "python": platform.python_version(),
+        "mindspore": version("mindspore"),
+        "mindcv": version("mindcv"),
+        "torch": version("torch"),
+        "timm": version("timm"),
+        "device": "CPU",
+        "user_isa_env": BASE_ENV.get(ISA_ENV),
+        "loadavg_start": _loadavg(),
+        "command": "python benchmarks/bench.py " + " ".join(sys.argv[1:]),
+    }
 
 
 def _loadavg() -> Optional[list]:
@@ -561,15 +702,19 @@ def ratio(a: Optional[dict], b: Optional[dict], key: str) -> Optional[float]:
 
 def markdown(report: dict) -> str:
     env = report["environment"]
-    lines = [f"Command: `{env['command']}`", "",
-             f"{env['date']}: {env['cpu']}, {env['cores']} cores{' (AVX-512)' if env['avx512'] else ''}, "
-             f"MindSpore {env['mindspore']}, mindcv {env['mindcv'] or '-'}, torch {env['torch'] or '-'}, "
-             f"timm {env['timm'] or '-'}; batch {report['batch_size']}, {report['image_size']} px; "
-             f"load average {env['loadavg_start']} at start, {env.get('loadavg_end')} at end; best of "
-             f"{report.get('sweeps', 1)} interleaved sweep(s) per variant.", "",
-             "| model | variant | params (M) | ISA | threads | CPU kernels | compile (s) | first step (s) | train ms/step | "
-             "train img/s | infer img/s (b{0}) | b1 latency (ms) | peak RSS (MB) |".format(report["infer_batch"]),
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Command: `{env['command']}`",
+        "",
+        f"{env['date']}: {env['cpu']}, {env['cores']} cores{' (AVX-512)' if env['avx512'] else ''}, "
+        f"MindSpore {env['mindspore']}, mindcv {env['mindcv'] or '-'}, torch {env['torch'] or '-'}, "
+        f"timm {env['timm'] or '-'}; batch {report['batch_size']}, {report['image_size']} px; "
+        f"load average {env['loadavg_start']} at start, {env.get('loadavg_end')} at end; best of "
+        f"{report.get('sweeps', 1)} interleaved sweep(s) per variant.",
+        "",
+        "| model | variant | params (M) | ISA | threads | CPU kernels | compile (s) | first step (s) | train ms/step | "
+        "train img/s | infer img/s (b{0}) | b1 latency (ms) | peak RSS (MB) |".format(report["infer_batch"]),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in report["results"]:
         if "error" in r:
             lines.append(f"| {r['model']} | {r['variant']} | error: {r['error'][:120]} ||||||||||||")
@@ -580,37 +725,63 @@ def markdown(report: dict) -> str:
             f"{'yes' if r.get('cpu_kernels') else 'no'} | {'-' if compile_s is None else f'{compile_s:.1f}'} | "
             f"{r['train']['first_step_s']:.1f} | "
             f"{_fmt(r['train']['ms_per_step'], 0)} | {_fmt(r['train']['img_per_s'])} | "
-            f"{_fmt(r['infer']['img_per_s'])} | {_fmt(r['latency_b1_ms'])} | {r['peak_rss_mb']:.0f} |")
-    lines += ["", "Ratios (median img/s of ours / the other; training, then inference at batch "
-              f"{report['infer_batch']}):", "",
-              "| model | train vs mindcv as shipped | train vs mindcv + ISA fix | same, by CPU time | train vs timm fp32 | "
-              "train vs timm channels_last | infer vs mindcv + ISA fix | infer vs timm fp32 | "
-              "pipeline / train step | e2e train img/s (entry point, real data) |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+            f"{_fmt(r['infer']['img_per_s'])} | {_fmt(r['latency_b1_ms'])} | {r['peak_rss_mb']:.0f} |"
+        )
+    lines += [
+        "",
+        f"Ratios (median img/s of ours / the other; training, then inference at batch {report['infer_batch']}):",
+        "",
+        "| model | train vs mindcv as shipped | train vs mindcv + ISA fix | same, by CPU time | train vs timm fp32 | "
+        "train vs timm channels_last | infer vs mindcv + ISA fix | infer vs timm fp32 | "
+        "pipeline / train step | e2e train img/s (entry point, real data) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     pipeline = report.get("pipeline") or {}
     for model, row in report["ratios"].items():
-        cells = [row.get(k) for k in ("train_vs_mindcv", "train_vs_mindcv_isa", "train_cpu_vs_mindcv_isa",
-                                      "train_vs_timm", "train_vs_timm_cl",
-                                      "infer_vs_mindcv_isa", "infer_vs_timm", "pipeline_vs_train")]
+        cells = [
+            row.get(k)
+            for k in (
+                "train_vs_mindcv",
+                "train_vs_mindcv_isa",
+                "train_cpu_vs_mindcv_isa",
+                "train_vs_timm",
+                "train_vs_timm_cl",
+                "infer_vs_mindcv_isa",
+                "infer_vs_timm",
+                "pipeline_vs_train",
+            )
+        ]
         e2e = report.get("e2e", {}).get(model)
         e2e_text = _fmt(e2e["img_per_s"]) if e2e and "img_per_s" in e2e else (e2e or {}).get("error", "-")
-        lines.append(f"| {model} | " + " | ".join("-" if c is None else f"{c:.2f}x" for c in cells) + f" | {e2e_text} |")
+        lines.append(
+            f"| {model} | " + " | ".join("-" if c is None else f"{c:.2f}x" for c in cells) + f" | {e2e_text} |"
+        )
     paired = {m: r for m, r in (report.get("paired") or {}).items() if r}
     if paired:
-        lines += ["", "Ours vs mindcv + ISA fix in one process, training steps alternated (fair on a busy machine):", "",
-                  "| model | ours img/s | mindcv + ISA fix img/s | ratio (wall) | ratio (CPU time) |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "Ours vs mindcv + ISA fix in one process, training steps alternated (fair on a busy machine):",
+            "",
+            "| model | ours img/s | mindcv + ISA fix img/s | ratio (wall) | ratio (CPU time) |",
+            "|---|---|---|---|---|",
+        ]
         for model, r in paired.items():
             if "error" in r:
                 lines.append(f"| {model} | error: {r['error'][:120]} ||||")
             else:
-                lines.append(f"| {model} | {_fmt(r['ours']['img_per_s'])} | {_fmt(r['mindcv_isa']['img_per_s'])} | "
-                             f"{r['train_vs_mindcv_isa']:.2f}x | {r['train_cpu_vs_mindcv_isa']:.2f}x |")
+                lines.append(
+                    f"| {model} | {_fmt(r['ours']['img_per_s'])} | {_fmt(r['mindcv_isa']['img_per_s'])} | "
+                    f"{r['train_vs_mindcv_isa']:.2f}x | {r['train_cpu_vs_mindcv_isa']:.2f}x |"
+                )
     if pipeline:
         if "error" in pipeline:
             lines += ["", f"Pipeline: error: {pipeline['error']}"]
         else:
-            lines += ["", f"Pipeline alone ({pipeline['images']} JPEGs in {pipeline['data_dir']}, {pipeline['augment']}, "
-                      f"{pipeline['workers']} workers): {_fmt(pipeline['img_per_s'])} img/s."]
+            lines += [
+                "",
+                f"Pipeline alone ({pipeline['images']} JPEGs in {pipeline['data_dir']}, {pipeline['augment']}, "
+                f"{pipeline['workers']} workers): {_fmt(pipeline['img_per_s'])} img/s.",
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -619,14 +790,21 @@ def compute_ratios(results: list, pipeline: Optional[dict]) -> dict:
     out = {}
     for model in dict.fromkeys(r["model"] for r in results):
         ours = by.get((model, "ours"))
-        row = {f"train_vs_{v}": ratio(ours, by.get((model, v)), "train")
-               for v in ("mindcv", "mindcv_isa", "timm", "timm_cl", "ours_noisa", "ours_nokern")}
-        row.update({f"infer_vs_{v}": ratio(ours, by.get((model, v)), "infer")
-                    for v in ("mindcv", "mindcv_isa", "timm", "timm_cl")})
+        row = {
+            f"train_vs_{v}": ratio(ours, by.get((model, v)), "train")
+            for v in ("mindcv", "mindcv_isa", "timm", "timm_cl", "ours_noisa", "ours_nokern")
+        }
+        row.update(
+            {
+                f"infer_vs_{v}": ratio(ours, by.get((model, v)), "infer")
+                for v in ("mindcv", "mindcv_isa", "timm", "timm_cl")
+            }
+        )
         theirs = by.get((model, "mindcv_isa"))
         if ours and theirs:  # per step CPU time: the same comparison, less exposed to machine load
-            row["train_cpu_vs_mindcv_isa"] = (theirs["train"]["cpu_ms_per_step"]["median"]
-                                              / ours["train"]["cpu_ms_per_step"]["median"])
+            row["train_cpu_vs_mindcv_isa"] = (
+                theirs["train"]["cpu_ms_per_step"]["median"] / ours["train"]["cpu_ms_per_step"]["median"]
+            )
         if ours and pipeline and "img_per_s" in pipeline:
             row["pipeline_vs_train"] = pipeline["img_per_s"]["median"] / ours["train"]["img_per_s"]["median"]
         out[model] = row
@@ -640,25 +818,36 @@ def best_runs(runs: list) -> list:
     best: dict = {}
     for run in runs:
         key = (run["model"], run["variant"])
-        if key not in best or "error" in best[key] or (
-                "error" not in run and run["train"]["img_per_s"]["median"] > best[key]["train"]["img_per_s"]["median"]):
+        if (
+            key not in best
+            or "error" in best[key]
+            or ("error" not in run and run["train"]["img_per_s"]["median"] > best[key]["train"]["img_per_s"]["median"])
+        ):
             best[key] = run
     return list(best.values())
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated model names")
-    p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
+    p.add_argument(
+        "--variants", default=",".join(DEFAULT_VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}"
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--infer-batch", type=int, default=32)
     p.add_argument("--warmup", type=int, default=2, help="steps after the first (compiling) one, not timed")
     p.add_argument("--repeats", type=int, default=3, help="timed rounds")
     p.add_argument("--min-repeat-s", type=float, default=3.0, help="each timed round runs at least this long")
-    p.add_argument("--sweeps", type=int, default=1, help="run every model's variants this many times, "
-                   "interleaved, and keep each variant's best run (a shared machine only slows runs down)")
+    p.add_argument(
+        "--sweeps",
+        type=int,
+        default=1,
+        help="run every model's variants this many times, "
+        "interleaved, and keep each variant's best run (a shared machine only slows runs down)",
+    )
     p.add_argument("--recipe", default="", help="YAML recipe for loss/optimizer/augmentation (default: mindcv's)")
     p.add_argument("--pipeline", dest="pipeline", action="store_true", default=True)
     p.add_argument("--no-pipeline", dest="pipeline", action="store_false", help="skip the data pipeline runs")
@@ -666,10 +855,18 @@ def parse_args(argv=None):
     p.add_argument("--no-e2e", dest="e2e", action="store_false", help="skip the entry-point runs on real data")
     p.add_argument("--e2e-steps", type=int, default=6, help="steps per epoch of the entry-point run")
     p.add_argument("--paired", dest="paired", action="store_true", default=True)
-    p.add_argument("--no-paired", dest="paired", action="store_false",
-                   help="skip the in-process, step-alternating ours vs mindcv + ISA fix comparison")
-    p.add_argument("--data-dir", default="", help="ImageFolder root with a train/ split (default: write "
-                   "--pipeline-images synthetic 500x375 JPEGs to a cache folder)")
+    p.add_argument(
+        "--no-paired",
+        dest="paired",
+        action="store_false",
+        help="skip the in-process, step-alternating ours vs mindcv + ISA fix comparison",
+    )
+    p.add_argument(
+        "--data-dir",
+        default="",
+        help="ImageFolder root with a train/ split (default: write "
+        "--pipeline-images synthetic 500x375 JPEGs to a cache folder)",
+    )
     p.add_argument("--pipeline-images", type=int, default=320)
     p.add_argument("--workers", type=int, default=0, help="data workers (0: the package's default for this CPU)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per measurement subprocess")
@@ -705,15 +902,19 @@ def main(argv=None) -> int:
         except ValueError as err:
             parser.error(str(err))
     env = environment()
-    print(f"MindSpore {env['mindspore']} on {env['device']} ({env['cpu']}, {env['cores']} cores, "
-          f"AVX-512: {env['avx512']}); {ISA_ENV} as started: {env['user_isa_env'] or 'unset'}; "
-          f"load average {env['loadavg_start']}", flush=True)
+    print(
+        f"MindSpore {env['mindspore']} on {env['device']} ({env['cpu']}, {env['cores']} cores, "
+        f"AVX-512: {env['avx512']}); {ISA_ENV} as started: {env['user_isa_env'] or 'unset'}; "
+        f"load average {env['loadavg_start']}",
+        flush=True,
+    )
     skipped = {v: why for v in variants if (why := available(v))}
     for v, why in skipped.items():
         print(f"skipping {v}: {why}", flush=True)
     if (args.pipeline or args.e2e) and not args.data_dir:
-        cache = os.path.join(os.environ.get("MINDCV_MOBILE_HOME", os.path.expanduser("~/.cache/mindcv_mobile")),
-                             "bench_jpegs")
+        cache = os.path.join(
+            os.environ.get("MINDCV_MOBILE_HOME", os.path.expanduser("~/.cache/mindcv_mobile")), "bench_jpegs"
+        )
         args.data_dir = write_jpeg_tree(cache, args.pipeline_images)
     all_runs, e2e, paired = [], {}, {}
     pipeline = run_worker(args, "pipeline", None) if args.pipeline else None
@@ -728,11 +929,23 @@ def main(argv=None) -> int:
             paired[model] = run_worker(args, "paired", model)
     results = best_runs(all_runs)
     env["loadavg_end"] = _loadavg()
-    report = {"environment": env, "batch_size": args.batch_size, "image_size": args.image_size,
-              "infer_batch": args.infer_batch, "warmup": args.warmup, "repeats": args.repeats,
-              "min_repeat_s": args.min_repeat_s, "sweeps": args.sweeps, "skipped": skipped, "results": results,
-              "all_runs": all_runs, "pipeline": pipeline,
-              "e2e": e2e, "paired": paired, "ratios": compute_ratios(results, pipeline)}
+    report = {
+        "environment": env,
+        "batch_size": args.batch_size,
+        "image_size": args.image_size,
+        "infer_batch": args.infer_batch,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "min_repeat_s": args.min_repeat_s,
+        "sweeps": args.sweeps,
+        "skipped": skipped,
+        "results": results,
+        "all_runs": all_runs,
+        "pipeline": pipeline,
+        "e2e": e2e,
+        "paired": paired,
+        "ratios": compute_ratios(results, pipeline),
+    }
     for r in results:  # the setting each MindSpore run actually had, for the log
         if r.get("isa_setting"):
             print(f"{r['model']} / {r['variant']}: {r['isa_setting']}, threads {r['threads']}")

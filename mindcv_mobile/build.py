@@ -10,6 +10,7 @@ export alike.
 Evaluation resolution: the eval preprocessing follows the model's registry record where the user
 set nothing (see :func:`resolve_eval_config`), so ``mobilenet_v2_075_160`` validates at 160 px.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,6 +21,7 @@ from mindspore import nn
 
 from .config import Config, copy_config
 from .data import create_dataset, create_loader, create_transforms
+from .data.transforms import transform_kwargs
 from .host import data_workers
 from .models import create_model, get_model_cfg, load_checkpoint, load_model_weights, pretrained_path
 from .models.registry import check_input_size
@@ -41,38 +43,55 @@ MODEL_RECORD_KEYS = ("image_resize", "crop_pct", "interpolation", "mean", "std")
 def build_transforms(cfg: Config, is_training: bool) -> list:
     """The recipe's train or eval transforms for the configured model."""
     check_input_size(cfg.model, cfg.image_resize)
-    return create_transforms(
-        cfg.dataset, image_resize=cfg.image_resize, is_training=is_training, scale=tuple(cfg.scale),
-        ratio=tuple(cfg.ratio), hflip=cfg.hflip, vflip=cfg.vflip, color_jitter=cfg.color_jitter,
-        interpolation=cfg.interpolation, auto_augment=cfg.auto_augment, re_prob=cfg.re_prob,
-        re_scale=tuple(cfg.re_scale), re_ratio=tuple(cfg.re_ratio), re_value=cfg.re_value,
-        re_max_attempts=cfg.re_max_attempts, mean=tuple(cfg.mean), std=tuple(cfg.std), crop_pct=cfg.crop_pct)
+    return create_transforms(is_training=is_training, **transform_kwargs(cfg))
 
 
 def build_train_dataset(cfg: Config, epoch: int = 0, rank: int = 0, group_size: int = 1, distribute: bool = False):
     """This process's shard of the training split, shuffled for ``epoch`` (order depends only on
     ``(seed, epoch)``)."""
-    return create_dataset(cfg.dataset, cfg.data_dir, cfg.train_split, shuffle=cfg.shuffle,
-                          num_samples=cfg.num_samples, num_shards=group_size if distribute else None,
-                          shard_id=rank if distribute else None, num_parallel_workers=data_workers(cfg.num_parallel_workers),
-                          seed=cfg.seed, epoch=epoch)
+    return create_dataset(
+        cfg.dataset,
+        cfg.data_dir,
+        cfg.train_split,
+        shuffle=cfg.shuffle,
+        num_samples=cfg.num_samples,
+        num_shards=group_size if distribute else None,
+        shard_id=rank if distribute else None,
+        num_parallel_workers=data_workers(cfg.num_parallel_workers),
+        seed=cfg.seed,
+        epoch=epoch,
+    )
 
 
 def build_train_loader(cfg: Config, dataset):
     """Batches of ``dataset`` with the recipe's train transforms and mixup/cutmix."""
-    return create_loader(dataset, cfg.batch_size, drop_remainder=cfg.drop_remainder, is_training=True,
-                         transform=build_transforms(cfg, True), num_classes=cfg.num_classes, mixup=cfg.mixup,
-                         cutmix=cfg.cutmix, mixup_prob=cfg.mixup_prob,
-                         num_parallel_workers=data_workers(cfg.num_parallel_workers))
+    return create_loader(
+        dataset,
+        cfg.batch_size,
+        drop_remainder=cfg.drop_remainder,
+        is_training=True,
+        transform=build_transforms(cfg, True),
+        num_classes=cfg.num_classes,
+        mixup=cfg.mixup,
+        cutmix=cfg.cutmix,
+        mixup_prob=cfg.mixup_prob,
+        num_parallel_workers=data_workers(cfg.num_parallel_workers),
+    )
 
 
 def build_eval_loader(cfg: Config, batch_size: Optional[int] = None):
     """The full val split (never sharded, never dropping the remainder) with eval transforms."""
     workers = data_workers(cfg.num_parallel_workers)
     dataset = create_dataset(cfg.dataset, cfg.data_dir, cfg.val_split, shuffle=False, num_parallel_workers=workers)
-    return create_loader(dataset, batch_size or cfg.batch_size, drop_remainder=False, is_training=False,
-                         transform=build_transforms(cfg, False), num_classes=cfg.num_classes,
-                         num_parallel_workers=workers)
+    return create_loader(
+        dataset,
+        batch_size or cfg.batch_size,
+        drop_remainder=False,
+        is_training=False,
+        transform=build_transforms(cfg, False),
+        num_classes=cfg.num_classes,
+        num_parallel_workers=workers,
+    )
 
 
 # ------------------------------------------------------------------------------------ model
@@ -86,9 +105,16 @@ def build_model(cfg: Config, cpu_kernels: bool = False, amp_level: str = "O0") -
     ``ckpt_path``), made quantization-aware when ``quant`` is set, in ``amp_level`` (the resolved
     precision's). ``cpu_kernels``: use the compiled CPU ops (the training path passes what the
     runtime found)."""
-    net = create_model(cfg.model, num_classes=cfg.num_classes, pretrained=cfg.pretrained,
-                       checkpoint_path=cfg.ckpt_path or None, in_channels=cfg.in_channels, drop_rate=cfg.drop_rate,
-                       drop_path_rate=cfg.drop_path_rate, cpu_kernels=cpu_kernels)
+    net = create_model(
+        cfg.model,
+        num_classes=cfg.num_classes,
+        pretrained=cfg.pretrained,
+        checkpoint_path=cfg.ckpt_path or None,
+        in_channels=cfg.in_channels,
+        drop_rate=cfg.drop_rate,
+        drop_path_rate=cfg.drop_path_rate,
+        cpu_kernels=cpu_kernels,
+    )
     net = _quantized(net, cfg)
     return ms.amp.auto_mixed_precision(net, amp_level) if amp_level != "O0" else net
 
@@ -99,8 +125,10 @@ def weights_path(cfg: Config) -> str:
         return cfg.ckpt_path
     if cfg.pretrained:
         return pretrained_path(cfg.model)
-    raise ValueError("no weights to evaluate: pass --ckpt_path FILE.ckpt or --pretrained True "
-                     "(an untrained network would score random weights)")
+    raise ValueError(
+        "no weights to evaluate: pass --ckpt_path FILE.ckpt or --pretrained True "
+        "(an untrained network would score random weights)"
+    )
 
 
 def _checked_params(cfg: Config, path: str) -> dict:
@@ -109,7 +137,7 @@ def _checked_params(cfg: Config, path: str) -> dict:
     params = load_checkpoint(path)
     if cfg.ema:
         prefix = EMA_PREFIX + "."
-        shadows = {name[len(prefix):]: value for name, value in params.items() if name.startswith(prefix)}
+        shadows = {name[len(prefix) :]: value for name, value in params.items() if name.startswith(prefix)}
         if not shadows:
             raise ValueError(f"ema: True but {path} holds no {prefix}* weights; validate with --ema False")
         params = shadows
@@ -117,8 +145,10 @@ def _checked_params(cfg: Config, path: str) -> dict:
     if head in params:
         rows = int(params[head].shape[0])
         if rows != cfg.num_classes and not (rows == 1001 and cfg.num_classes == 1000):
-            raise ValueError(f"{path} has a {rows}-class classifier ({head} {tuple(params[head].shape)}) but "
-                             f"num_classes is {cfg.num_classes}; evaluate with --num_classes {rows}")
+            raise ValueError(
+                f"{path} has a {rows}-class classifier ({head} {tuple(params[head].shape)}) but "
+                f"num_classes is {cfg.num_classes}; evaluate with --num_classes {rows}"
+            )
     if cfg.quant:
         check_qat_checkpoint(params, path)
     return params
@@ -133,13 +163,23 @@ def load_eval_network(cfg: Config) -> nn.Cell:
     """
     path = weights_path(cfg)
     params = _checked_params(cfg, path)
-    net = _quantized(create_model(cfg.model, num_classes=cfg.num_classes, in_channels=cfg.in_channels,
-                                  drop_rate=cfg.drop_rate, drop_path_rate=cfg.drop_path_rate), cfg)
+    net = _quantized(
+        create_model(
+            cfg.model,
+            num_classes=cfg.num_classes,
+            in_channels=cfg.in_channels,
+            drop_rate=cfg.drop_rate,
+            drop_path_rate=cfg.drop_path_rate,
+        ),
+        cfg,
+    )
     # A path (not the dict) names the file in the loader's log; EMA shadows exist only as a dict.
     report = load_model_weights(net, params if cfg.ema else path, get_model_cfg(cfg.model))
     if report.missing:
-        raise ValueError(f"{path} lacks {len(report.missing)} parameters of {cfg.model} (e.g. {report.missing[:3]}): "
-                         f"is it a checkpoint of another model or width?")
+        raise ValueError(
+            f"{path} lacks {len(report.missing)} parameters of {cfg.model} (e.g. {report.missing[:3]}): "
+            f"is it a checkpoint of another model or width?"
+        )
     net.set_train(False)
     net.load_report = report
     return net
@@ -166,8 +206,14 @@ def build_optimizer(cfg: Config, net: nn.Cell, lr_schedule) -> nn.Optimizer:
 def build_train_step(cfg: Config, net: nn.Cell, optimizer: nn.Optimizer, precision: Precision) -> TrainStep:
     """loss -> gradients -> optimizer (-> EMA) as one Cell."""
     ema = EMA(net, decay=cfg.ema_decay) if cfg.ema else None
-    return TrainStep(nn.WithLossCell(net, build_loss(cfg)), optimizer, precision, clip_grad=cfg.clip_grad,
-                     clip_value=cfg.clip_value, ema=ema)
+    return TrainStep(
+        nn.WithLossCell(net, build_loss(cfg)),
+        optimizer,
+        precision,
+        clip_grad=cfg.clip_grad,
+        clip_value=cfg.clip_value,
+        ema=ema,
+    )
 
 
 def build_eval_network(cfg: Config, net: nn.Cell) -> nn.Cell:
@@ -178,8 +224,9 @@ def build_eval_network(cfg: Config, net: nn.Cell) -> nn.Cell:
 def eval_amp_level(cfg: Config, device: str) -> str:
     """Validation's mixed precision: ``val_amp_level``, O0 on CPU unless forced (as training's)."""
     if device == "CPU" and cfg.val_amp_level != "O0" and not cfg.amp_force:
-        _logger.info("val_amp_level %s -> O0 on CPU, where float16 is slower (--amp_force True keeps it)",
-                     cfg.val_amp_level)
+        _logger.info(
+            "val_amp_level %s -> O0 on CPU, where float16 is slower (--amp_force True keeps it)", cfg.val_amp_level
+        )
         return "O0"
     return cfg.val_amp_level
 
@@ -203,8 +250,13 @@ def resolve_eval_config(cfg: Config) -> Config:
     recipe) keeps 192. A recipe's crop_pct, interpolation, mean and std describe its data and hold.
     """
     record = get_model_cfg(cfg.model)
-    from_record = {"image_resize": record.image_size, "crop_pct": record.crop_pct,
-                   "interpolation": record.interpolation, "mean": list(record.mean), "std": list(record.std)}
+    from_record = {
+        "image_resize": record.image_size,
+        "crop_pct": record.crop_pct,
+        "interpolation": record.interpolation,
+        "mean": list(record.mean),
+        "std": list(record.std),
+    }
     out = copy_config(cfg)
     for key in MODEL_RECORD_KEYS:
         beaten_by = _set_by(cfg, "model") if key == "image_resize" else 1
@@ -232,8 +284,22 @@ def eval_config(cfg: Config) -> Config:
 
 
 __all__ = [
-    "MODEL_RECORD_KEYS", "build_eval_loader", "build_eval_network", "build_loss", "build_lr_schedule",
-    "build_model", "build_optimizer", "build_precision", "build_train_dataset", "build_train_loader",
-    "build_train_step", "build_transforms", "eval_amp_level", "eval_config", "load_eval_network",
-    "resolve_eval_config", "standalone_config", "weights_path",
+    "MODEL_RECORD_KEYS",
+    "build_eval_loader",
+    "build_eval_network",
+    "build_loss",
+    "build_lr_schedule",
+    "build_model",
+    "build_optimizer",
+    "build_precision",
+    "build_train_dataset",
+    "build_train_loader",
+    "build_train_step",
+    "build_transforms",
+    "eval_amp_level",
+    "eval_config",
+    "load_eval_network",
+    "resolve_eval_config",
+    "standalone_config",
+    "weights_path",
 ]

@@ -1,5 +1,6 @@
 """What the entry points share: the command line (``-c RECIPE`` plus ``--<key>`` for every
 schema key) and turning expected failures into one-line errors."""
+
 from __future__ import annotations
 
 import argparse
@@ -47,16 +48,22 @@ def _add_key_arguments(parser: argparse.ArgumentParser) -> None:
         for name, key in keys.items():
             default = key.default if key.default not in ("", None) else None
             extra = f" {{{', '.join(map(str, key.choices))}}}" if key.choices else ""
-            group.add_argument(f"--{name}", dest=name, default=argparse.SUPPRESS, metavar=key.kind.upper(),
-                               help=f"{key.help}{extra} (default: {default})")
+            group.add_argument(
+                f"--{name}",
+                dest=name,
+                default=argparse.SUPPRESS,
+                metavar=key.kind.upper(),
+                help=f"{key.help}{extra} (default: {default})",
+            )
     for alias in ALIASES:
         parser.add_argument(f"--{alias}", dest=alias, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def build_parser(description: str, extra_arguments=None) -> argparse.ArgumentParser:
     """The command-line parser of an entry point: ``-c RECIPE`` plus ``--<key>`` for every key."""
-    parser = argparse.ArgumentParser(description=description, allow_abbrev=False,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=description, allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("-c", "--config", default="", help="YAML recipe")
     if extra_arguments:
         extra_arguments(parser.add_argument_group("this command"))

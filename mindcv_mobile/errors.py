@@ -1,4 +1,5 @@
 """The toolkit's one-line error for a value outside a factory's choice table."""
+
 from __future__ import annotations
 
 import difflib

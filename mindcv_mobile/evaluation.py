@@ -4,6 +4,7 @@ checkpoint validates to the number its training run reported.
 The loss is averaged per image and ``samples`` counts the images scored: the last partial batch
 is evaluated, never dropped. Top-5 is not applicable below 5 classes (it would always be 1).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -62,8 +63,11 @@ def eval_metrics(num_classes: int, count_samples: bool = False) -> dict:
 
 def named_metrics(raw: dict) -> dict:
     """The trainer's names for one evaluation (``val_loss``; Top_5 None when not applicable)."""
-    return {"Top_1_Accuracy": raw["Top_1_Accuracy"], "Top_5_Accuracy": raw.get("Top_5_Accuracy"),
-            "val_loss": raw["loss"]}
+    return {
+        "Top_1_Accuracy": raw["Top_1_Accuracy"],
+        "Top_5_Accuracy": raw.get("Top_5_Accuracy"),
+        "val_loss": raw["loss"],
+    }
 
 
 __all__ = ["MeanLoss", "SampleCount", "eval_metrics", "named_metrics"]

@@ -5,6 +5,7 @@ A reader, or a process killed mid-write, sees the previous complete file or the 
 failed write (full disk, no permission) leaves no temporary file behind and names the
 destination, not the temporary name.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -5,6 +5,7 @@ Imported first by ``mindcv_mobile/__init__.py``: the oneDNN ISA cap only takes e
 in the environment before ``import mindspore``. Nothing here imports MindSpore or another module
 of the package, so every layer may use it.
 """
+
 from __future__ import annotations
 
 import os

@@ -11,6 +11,7 @@
 Every file goes through :mod:`mindcv_mobile.files` (temporary file, fsync, rename), so a run
 killed at any moment leaves the previous complete version of each file.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,8 +51,9 @@ def read_json(path: str, what: str):
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{what} {path} is not valid JSON ({err.msg} at line {err.lineno}); "
-                         f"delete it or restore it from a backup") from None
+        raise ValueError(
+            f"{what} {path} is not valid JSON ({err.msg} at line {err.lineno}); delete it or restore it from a backup"
+        ) from None
 
 
 def classes_near(weights: str) -> Optional[list]:
@@ -78,8 +80,10 @@ class RunDir:
             with tempfile.NamedTemporaryFile(dir=self.path, prefix=".write-test-"):
                 pass
         except OSError as err:
-            raise PermissionError(f"ckpt_save_dir {self.path} is not writable ({err.strerror or err}); "
-                                  f"pass --ckpt_save_dir DIR for a folder you can write to") from None
+            raise PermissionError(
+                f"ckpt_save_dir {self.path} is not writable ({err.strerror or err}); "
+                f"pass --ckpt_save_dir DIR for a folder you can write to"
+            ) from None
 
     # ------------------------------------------------------------------ what the run is
     def write_config(self, values: dict) -> str:
@@ -107,8 +111,10 @@ class RunDir:
         """The checkpoint ``--resume auto`` continues from."""
         pointer = self.pointer()
         if pointer is None:
-            raise FileNotFoundError(f"--resume auto: no {LAST_CHECKPOINT} in {self.path}; nothing to resume "
-                                    f"(start without --resume, or pass a checkpoint path)")
+            raise FileNotFoundError(
+                f"--resume auto: no {LAST_CHECKPOINT} in {self.path}; nothing to resume "
+                f"(start without --resume, or pass a checkpoint path)"
+            )
         return pointer["path"]
 
     def kept_checkpoints(self) -> list:
@@ -119,8 +125,9 @@ class RunDir:
     def best_checkpoint(self, model: str) -> str:
         return self.file(f"{model}-best.ckpt")
 
-    def save_epoch_checkpoint(self, params, model: str, epoch: int, step: int, state: dict, kept: list,
-                              keep_max: int) -> list:
+    def save_epoch_checkpoint(
+        self, params, model: str, epoch: int, step: int, state: dict, kept: list, keep_max: int
+    ) -> list:
         """Save the epoch checkpoint, point ``last_checkpoint.json`` at it, then drop the oldest
         beyond ``keep_max``; returns the kept list. The pointer is written before the deletions: a
         crash in between leaves a stray file, never a pointer to a deleted checkpoint."""
@@ -128,8 +135,11 @@ class RunDir:
         save_checkpoint(params, path, append_dict=state)
         kept = [k for k in kept if k != path] + [path]
         removed, kept = kept[:-keep_max], kept[-keep_max:]
-        write_json(self.file(LAST_CHECKPOINT), {"path": path, "epoch": epoch, "global_step": step, "kept": kept},
-                   "resume pointer")
+        write_json(
+            self.file(LAST_CHECKPOINT),
+            {"path": path, "epoch": epoch, "global_step": step, "kept": kept},
+            "resume pointer",
+        )
         for old in removed:
             if os.path.exists(old):
                 os.remove(old)

@@ -3,6 +3,7 @@
 Every device-dependent decision of the project is made here (or in ``training/train_step.py``
 for the loss scale) and logged once, so the rest of the code never asks ``if device == ...``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -54,9 +55,11 @@ class Runtime:
     def describe(self) -> str:
         """One line for the run's log: versions, device, mode, CPU ISA, rank and pid."""
         # The pid lets scripts/run_distribute_train.sh name the rank of a worker msrun reports dead.
-        return (f"MindSpore {ms.__version__} on {self.device}, {'graph' if self.mode == 0 else 'PyNative'} mode, "
-                f"{ISA_SETTING}{'; ' + self.speed if self.speed else ''}; rank {self.rank} of {self.group_size} "
-                f"(pid {os.getpid()})")
+        return (
+            f"MindSpore {ms.__version__} on {self.device}, {'graph' if self.mode == 0 else 'PyNative'} mode, "
+            f"{ISA_SETTING}{'; ' + self.speed if self.speed else ''}; rank {self.rank} of {self.group_size} "
+            f"(pid {os.getpid()})"
+        )
 
 
 def launched_by_launcher() -> bool:
@@ -75,8 +78,9 @@ def pick_device(requested: str = "auto") -> str:
     if requested not in DEVICES:
         raise ValueError(f"device_target must be auto, {', '.join(DEVICES)}; got {requested!r}")
     if requested != "CPU" and not ms.hal.is_available(requested):
-        raise RuntimeError(f"device_target={requested} but MindSpore cannot use {requested} here; "
-                           f"use --device_target auto or CPU")
+        raise RuntimeError(
+            f"device_target={requested} but MindSpore cannot use {requested} here; use --device_target auto or CPU"
+        )
     return requested
 
 
@@ -122,15 +126,20 @@ def speed_defaults(cfg, device: str) -> str:
     on: only a model built with ``create_model(..., cpu_kernels=True)`` uses them."""
     sink = resolve_sink_mode(cfg)
     workers = data_workers(cfg.num_parallel_workers)
-    parts = [f"{workers} data workers" + (f" (recipe {cfg.num_parallel_workers}, {cpu_cores()} cores)"
-                                         if workers != cfg.num_parallel_workers else ""),
-             f"dataset sink mode {'on' if sink else 'off'}"]
+    parts = [
+        f"{workers} data workers"
+        + (f" (recipe {cfg.num_parallel_workers}, {cpu_cores()} cores)" if workers != cfg.num_parallel_workers else ""),
+        f"dataset sink mode {'on' if sink else 'off'}",
+    ]
     if device == "CPU":
         parts.insert(0, _apply_cpu_threads())
     library, why_not = kernels.library() if device == "CPU" else ("", "")
     if device == "CPU":
-        parts.append("compiled CPU kernels for depthwise conv, squeeze-excite and hard-swish" if library
-                     else f"MindSpore's depthwise conv, squeeze-excite and hard-swish ops ({why_not})")
+        parts.append(
+            "compiled CPU kernels for depthwise conv, squeeze-excite and hard-swish"
+            if library
+            else f"MindSpore's depthwise conv, squeeze-excite and hard-swish ops ({why_not})"
+        )
     CPU_SETTINGS.update(sink_mode=sink, data_workers=workers, cpu_kernels=bool(library))
     return ", ".join(parts)
 
@@ -142,24 +151,33 @@ def init_runtime(cfg) -> Runtime:
     origin = getattr(cfg, "origins", {}).get("distribute", "")
     if distribute and not launched_by_launcher() and origin.endswith((".yaml", ".yml")):
         # Published recipes say distribute: True; run them standalone rather than refuse.
-        _logger.warning("%s sets distribute: True but no launcher started this process: training standalone on "
-                        "one device (msrun --worker_num N python train.py ... to distribute)", origin)
+        _logger.warning(
+            "%s sets distribute: True but no launcher started this process: training standalone on "
+            "one device (msrun --worker_num N python train.py ... to distribute)",
+            origin,
+        )
         distribute = False
     if distribute and not launched_by_launcher():
         # One line: entry points print it as `prog: error: ...`.
         raise RuntimeError(
             f"distribute=True but no launcher started this process (none of {', '.join(LAUNCHER_ENV)} is set); "
             f"start one process per device with `msrun --worker_num 8 --local_worker_num 8 --join True python "
-            f"train.py -c RECIPE ...`, or run standalone with --distribute False")
+            f"train.py -c RECIPE ...`, or run standalone with --distribute False"
+        )
     if not distribute and launched_by_msrun():
         # msrun runs the script in every worker and in its scheduler: standalone, each would train
         # the same run into the same run directory (measured: 3 runs for --worker_num 2).
         workers = os.environ.get("MS_WORKER_NUM", "?")
         if not origin.endswith((".yaml", ".yml")):
-            raise RuntimeError(f"distribute=False but msrun started this process (one of its {workers} workers "
-                               f"or its scheduler): drop --distribute False, or run python train.py without msrun")
-        _logger.warning("%s sets distribute: False but msrun started this process (%s workers): training "
-                        "data-parallel", origin, workers)
+            raise RuntimeError(
+                f"distribute=False but msrun started this process (one of its {workers} workers "
+                f"or its scheduler): drop --distribute False, or run python train.py without msrun"
+            )
+        _logger.warning(
+            "%s sets distribute: False but msrun started this process (%s workers): training data-parallel",
+            origin,
+            workers,
+        )
         distribute = True
     if ms.get_context("device_target") != device:
         # set_device may only be called before the first kernel runs (a second train() in one
@@ -174,14 +192,26 @@ def init_runtime(cfg) -> Runtime:
 
         init()
         rank, group_size = get_rank(), get_group_size()
-        ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
-                                     device_num=group_size)
+        ms.set_auto_parallel_context(
+            parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True, device_num=group_size
+        )
     set_seed(cfg.seed)
     speed = speed_defaults(cfg, device)
-    rt = Runtime(device=device, mode=cfg.mode, rank=rank, group_size=group_size, distribute=distribute, speed=speed,
-                 cpu_kernels=device == "CPU" and bool(CPU_SETTINGS.get("cpu_kernels")))
-    _logger.info("runtime: %s, seed %d%s", rt.describe(), cfg.seed,
-                 f", jit_level {cfg.jit_level}" if cfg.jit_level and device == "Ascend" else "")
+    rt = Runtime(
+        device=device,
+        mode=cfg.mode,
+        rank=rank,
+        group_size=group_size,
+        distribute=distribute,
+        speed=speed,
+        cpu_kernels=device == "CPU" and bool(CPU_SETTINGS.get("cpu_kernels")),
+    )
+    _logger.info(
+        "runtime: %s, seed %d%s",
+        rt.describe(),
+        cfg.seed,
+        f", jit_level {cfg.jit_level}" if cfg.jit_level and device == "Ascend" else "",
+    )
     return rt
 
 

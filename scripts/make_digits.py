@@ -1,7 +1,8 @@
 """Write scikit-learn's handwritten digits as an ImageFolder tree (real small data, no download).
 
-    python scripts/make_digits.py --root data/digits --image_size 64
+python scripts/make_digits.py --root data/digits --image_size 64
 """
+
 import argparse
 import os
 import sys
@@ -19,11 +20,12 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace a different tree at --root")
     args = parser.parse_args(argv)
-    info = write_digits_imagefolder(args.root, args.image_size, args.val_fraction, args.seed,
-                                    args.overwrite)
+    info = write_digits_imagefolder(args.root, args.image_size, args.val_fraction, args.seed, args.overwrite)
     action = "wrote" if info["written"] else "already present, unchanged:"
-    print(f"{action} {info['root']}: train {info['train']} / val {info['val']} images, "
-          f"{info['num_classes']} classes, {info['image_size']}x{info['image_size']} RGB PNG")
+    print(
+        f"{action} {info['root']}: train {info['train']} / val {info['val']} images, "
+        f"{info['num_classes']} classes, {info['image_size']}x{info['image_size']} RGB PNG"
+    )
     return 0
 
 

@@ -10,6 +10,7 @@ A fault can be injected on one rank, to test that a dead worker ends the job (th
 not in the package): ``DIST_TEST_FAIL_RANK=<k>``, ``DIST_TEST_FAIL_STEP=<global step>`` and
 ``DIST_TEST_FAIL_MODE=raise`` (a Python exception) or ``kill`` (SIGKILL, no chance to clean up).
 """
+
 import json
 import os
 import signal
@@ -17,13 +18,15 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import mindcv_mobile  # noqa: E402,F401  (first: CPU ISA default before MindSpore loads)
 import numpy as np  # noqa: E402
 
-from mindcv_mobile.cli import run_main  # noqa: E402
-from mindcv_mobile.cli import parse_args  # noqa: E402
-from mindcv_mobile.data import sampler  # noqa: E402  (the module of ShardSampler)
+import mindcv_mobile  # noqa: E402,F401  (first: CPU ISA default before MindSpore loads)
 from mindcv_mobile import build  # noqa: E402
+from mindcv_mobile.cli import (
+    parse_args,  # noqa: E402
+    run_main,  # noqa: E402
+)
+from mindcv_mobile.data import sampler  # noqa: E402  (the module of ShardSampler)
 from mindcv_mobile.tasks import train  # noqa: E402
 from mindcv_mobile.training import callbacks  # noqa: E402
 
@@ -83,8 +86,7 @@ def main(argv=None) -> int:
 
     rank = get_rank()
     os.makedirs(out, exist_ok=True)
-    np.savez(os.path.join(out, f"rank{rank}_weights.npz"),
-             **{p.name: p.asnumpy() for p in _nets[-1].get_parameters()})
+    np.savez(os.path.join(out, f"rank{rank}_weights.npz"), **{p.name: p.asnumpy() for p in _nets[-1].get_parameters()})
     with open(os.path.join(out, f"rank{rank}_samples.json"), "w", encoding="utf-8") as f:
         json.dump({"epochs": _epochs, "history": result.history}, f)
     return 0

@@ -3,6 +3,7 @@
 Used by tests/test_resume.py to interrupt a run in the middle of an epoch the way a cluster
 pre-emption or OOM killer would: no exception, no cleanup, no chance to save.
 """
+
 import os
 import signal
 import sys

@@ -1,6 +1,7 @@
 """The speed defaults (runtime.py) and a smoke run of benchmarks/bench.py: every code path the
 published numbers come from runs, and its JSON has the fields the README table is built from.
 No timing is asserted: the machine is shared."""
+
 import importlib.util
 import json
 import os
@@ -77,9 +78,32 @@ def test_recipe_and_name_lookup(bench):
 
 def test_smoke_run_writes_json_and_table(bench, digits_root, tmp_path):
     out = tmp_path / "smoke"
-    cmd = [sys.executable, BENCH, "--models", "mobilenet_v3_small_100", "--variants", "ours", "--batch-size", "4",
-           "--image-size", "32", "--infer-batch", "4", "--warmup", "0", "--repeats", "1", "--min-repeat-s", "0",
-           "--e2e-steps", "2", "--data-dir", digits_root, "--out", str(out)]
+    cmd = [
+        sys.executable,
+        BENCH,
+        "--models",
+        "mobilenet_v3_small_100",
+        "--variants",
+        "ours",
+        "--batch-size",
+        "4",
+        "--image-size",
+        "32",
+        "--infer-batch",
+        "4",
+        "--warmup",
+        "0",
+        "--repeats",
+        "1",
+        "--min-repeat-s",
+        "0",
+        "--e2e-steps",
+        "2",
+        "--data-dir",
+        digits_root,
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "MindSpore 2.10" in proc.stdout and "ONEDNN_MAX_CPU_ISA" in proc.stdout
@@ -91,10 +115,16 @@ def test_smoke_run_writes_json_and_table(bench, digits_root, tmp_path):
     assert round(result["params_m"], 2) == 2.55  # mindcv's table, BN statistics included
     assert result["threads"] == runtime.cpu_cores()
     from mindcv_mobile import kernels
+
     assert result["cpu_kernels"] is bool(kernels.library()[0])  # what the training path uses
     train = result["train"]
-    for stats in (train["ms_per_step"], train["img_per_s"], train["cpu_ms_per_step"], result["infer"]["img_per_s"],
-                  result["latency_b1_ms"]):
+    for stats in (
+        train["ms_per_step"],
+        train["img_per_s"],
+        train["cpu_ms_per_step"],
+        result["infer"]["img_per_s"],
+        result["latency_b1_ms"],
+    ):
         assert 0 < stats["min"] <= stats["median"] <= stats["max"]
     assert train["compile_s"] > 0 and train["first_step_s"] >= train["compile_s"]
     assert result["peak_rss_mb"] > 100  # MindSpore alone maps more than this

@@ -1,11 +1,12 @@
 """Recipe schema: defaults, YAML + CLI merge, and every way a recipe can be wrong."""
+
 import os
 
 import pytest
 import yaml
 
 from mindcv_mobile.cli import parse_args
-from mindcv_mobile.config import ConfigError, KEYS, defaults, load_config, read_yaml, save_config
+from mindcv_mobile.config import KEYS, ConfigError, defaults, load_config, read_yaml, save_config
 
 HERE = os.path.dirname(__file__)
 MINDCV_V3_SMALL = os.path.join(HERE, "fixtures", "mindcv_mobilenet_v3_small_ascend.yaml")
@@ -34,9 +35,29 @@ def test_mindcv_recipe_file_parses_unchanged():
 
 def test_cli_overrides_recipe(tmp_path):
     recipe = write(tmp_path, "lr: 0.5\nopt: momentum\nscale: [0.1, 1.0]\n")
-    cfg, extra = parse_args(["-c", recipe, "--lr", "0.1", "--distribute", "False", "--scale", "[0.2, 0.9]",
-                             "--auto_augment", "None", "--use_nesterov", "true"])
-    assert (cfg.lr, cfg.distribute, cfg.scale, cfg.auto_augment, cfg.use_nesterov) == (0.1, False, [0.2, 0.9], None, True)
+    cfg, extra = parse_args(
+        [
+            "-c",
+            recipe,
+            "--lr",
+            "0.1",
+            "--distribute",
+            "False",
+            "--scale",
+            "[0.2, 0.9]",
+            "--auto_augment",
+            "None",
+            "--use_nesterov",
+            "true",
+        ]
+    )
+    assert (cfg.lr, cfg.distribute, cfg.scale, cfg.auto_augment, cfg.use_nesterov) == (
+        0.1,
+        False,
+        [0.2, 0.9],
+        None,
+        True,
+    )
     assert cfg.opt == "momentum"
     assert cfg.origins["lr"] == "command line" and cfg.origins["opt"] == recipe
 
@@ -53,24 +74,27 @@ def test_mindcv_alias_keys(tmp_path):
     assert cfg.mixup_prob == 0.3 and cfg.ckpt_save_interval == 5
 
 
-@pytest.mark.parametrize("text,match", [
-    ("lrr: 0.1\n", "unknown key 'lrr'; did you mean lr"),
-    ("weight_decay_fliter: auto\n", "did you mean weight_decay_filter"),
-    ("lr: fast\n", "lr must be a number, got 'fast'"),
-    ("epoch_size: 2.5\n", "epoch_size must be an integer, got 2.5"),
-    ("scale: [0.1]\n", "scale must be a list of 2 numbers"),
-    ("opt: adamm\n", "opt='adamm' is not one of: momentum, sgd, rmsprop, adam, adamw"),
-    ("distribute: maybe\n", "distribute must be true or false or null"),
-    ("lr: 0\n", "lr must be positive, got 0.0"),
-    ("lr: -0.1\n", "lr must be positive"),
-    ("batch_size: 0\n", "batch_size must be positive"),
-    ("hflip: 1.5\n", "hflip is a probability"),
-    ("crop_pct: 0\n", "crop_pct must be in"),
-    ("label_smoothing: 1.0\n", "label_smoothing must be in"),
-    ("system:\n  mode: 0\n", "system is a section"),
-    ("dataset_download: True\n", "downloading|not supported"),
-    ("- lr\n", "a recipe is a mapping"),
-])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("lrr: 0.1\n", "unknown key 'lrr'; did you mean lr"),
+        ("weight_decay_fliter: auto\n", "did you mean weight_decay_filter"),
+        ("lr: fast\n", "lr must be a number, got 'fast'"),
+        ("epoch_size: 2.5\n", "epoch_size must be an integer, got 2.5"),
+        ("scale: [0.1]\n", "scale must be a list of 2 numbers"),
+        ("opt: adamm\n", "opt='adamm' is not one of: momentum, sgd, rmsprop, adam, adamw"),
+        ("distribute: maybe\n", "distribute must be true or false or null"),
+        ("lr: 0\n", "lr must be positive, got 0.0"),
+        ("lr: -0.1\n", "lr must be positive"),
+        ("batch_size: 0\n", "batch_size must be positive"),
+        ("hflip: 1.5\n", "hflip is a probability"),
+        ("crop_pct: 0\n", "crop_pct must be in"),
+        ("label_smoothing: 1.0\n", "label_smoothing must be in"),
+        ("system:\n  mode: 0\n", "system is a section"),
+        ("dataset_download: True\n", "downloading|not supported"),
+        ("- lr\n", "a recipe is a mapping"),
+    ],
+)
 def test_bad_recipes_are_one_line_errors(tmp_path, text, match):
     with pytest.raises(ConfigError, match=match):
         load_config(write(tmp_path, text))

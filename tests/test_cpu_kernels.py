@@ -2,6 +2,7 @@
 forward and gradients as MindSpore's ops, used only by a model that asks for them
 (``create_model(..., cpu_kernels=True)``), never by one built after init_runtime without asking,
 so never in an exported file. The cache's safety checks are in test_kernel_cache.py."""
+
 from __future__ import annotations
 
 import mindspore as ms
@@ -40,17 +41,20 @@ def _run(conv, x, dy):
     return conv(x).asnumpy(), dx.asnumpy(), dw.asnumpy()
 
 
-@pytest.mark.parametrize("batch,channels,size,kernel,stride,pad_mode", [
-    (3, 8, 7, 5, 1, "same"),    # MobileNetV3's last stage
-    (2, 6, 15, 5, 2, "same"),   # odd size, stride 2: the extra padding row/column after
-    (2, 6, 16, 3, 2, "same"),   # even size, stride 2: padding only after
-    (3, 5, 9, 3, 1, "pad"),     # MobileNetV2
-    (1, 4, 11, 3, 2, "pad"),    # batch 1 (single-threaded path)
-    (2, 3, 8, 7, 2, "pad"),
-    (2, 4, 9, 3, 1, "valid"),
-    (2, 3, 40, 3, 1, "pad"),    # wider than the flat-row path (row by row)
-    (2, 3, 36, 5, 1, "same"),
-])
+@pytest.mark.parametrize(
+    "batch,channels,size,kernel,stride,pad_mode",
+    [
+        (3, 8, 7, 5, 1, "same"),  # MobileNetV3's last stage
+        (2, 6, 15, 5, 2, "same"),  # odd size, stride 2: the extra padding row/column after
+        (2, 6, 16, 3, 2, "same"),  # even size, stride 2: padding only after
+        (3, 5, 9, 3, 1, "pad"),  # MobileNetV2
+        (1, 4, 11, 3, 2, "pad"),  # batch 1 (single-threaded path)
+        (2, 3, 8, 7, 2, "pad"),
+        (2, 4, 9, 3, 1, "valid"),
+        (2, 3, 40, 3, 1, "pad"),  # wider than the flat-row path (row by row)
+        (2, 3, 36, 5, 1, "same"),
+    ],
+)
 def test_forward_and_gradients_equal_mindspores_conv(with_kernel, batch, channels, size, kernel, stride, pad_mode):
     rng = np.random.default_rng(0)
     x = ms.Tensor(rng.standard_normal((batch, channels, size, size)).astype(np.float32))
@@ -92,8 +96,12 @@ def test_channel_mean_and_scale_equal_mindspores_ops(with_kernel, shape):
 
 
 def test_hardswish_equals_mindspores_fused_op_boundaries_included(with_kernel):
-    values = np.concatenate([np.array([-3.0, 3.0, -3.0001, 2.9999, 0.0, -6.0, 6.0], np.float32),
-                             np.random.default_rng(4).uniform(-5, 5, 299_999).astype(np.float32)])
+    values = np.concatenate(
+        [
+            np.array([-3.0, 3.0, -3.0001, 2.9999, 0.0, -6.0, 6.0], np.float32),
+            np.random.default_rng(4).uniform(-5, 5, 299_999).astype(np.float32),
+        ]
+    )
     x = ms.Tensor(values.reshape(1, 1, -1, 7))
     dy = ms.Tensor(np.random.default_rng(5).standard_normal(x.shape).astype(np.float32))
     act = HardSwish()
@@ -140,8 +148,9 @@ def test_graph_mode_training_step_matches_and_is_deterministic(with_kernel):
             # 11 depthwise convs, 9 squeeze-excite blocks (a mean and a scale each), the head's pool,
             # 19 hard-swishes
             assert _kernel_layers(net) == (11 + 2 * 9 + 1 + 19 if use_kernels else 0)
-            step = nn.TrainOneStepCell(nn.WithLossCell(net, nn.CrossEntropyLoss()), nn.Momentum(net.trainable_params(),
-                                                                                               0.1, 0.9))
+            step = nn.TrainOneStepCell(
+                nn.WithLossCell(net, nn.CrossEntropyLoss()), nn.Momentum(net.trainable_params(), 0.1, 0.9)
+            )
             step.set_train(True)
             for _ in range(2):
                 step(x, y)

@@ -1,4 +1,5 @@
 """Data box: ImageFolder/CIFAR-10 readers, sharding, bad files, transforms, loader, digits tree."""
+
 from __future__ import annotations
 
 import collections
@@ -23,8 +24,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def rows(dataset, epochs: int = 1) -> list[list[tuple[str, int]]]:
     """Per epoch, (md5 of the image column, label) of every row in order."""
     it = dataset.create_tuple_iterator(num_epochs=epochs, output_numpy=True)
-    return [[(hashlib.md5(img.tobytes()).hexdigest(), int(label)) for img, label in it]
-            for _ in range(epochs)]
+    return [[(hashlib.md5(img.tobytes()).hexdigest(), int(label)) for img, label in it] for _ in range(epochs)]
 
 
 def batches(loader) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -57,8 +57,9 @@ def test_digits_tree_counts_labels_and_idempotence(digits_root):
         n_train, n_val = info["per_class"]["train"][str(c)], info["per_class"]["val"][str(c)]
         assert abs(n_val / (n_train + n_val) - 0.2) < 0.01
     assert class_names(digits_root, "train") == [str(c) for c in range(10)]
-    with Image.open(os.path.join(digits_root, "train", "0", sorted(
-            os.listdir(os.path.join(digits_root, "train", "0")))[0])) as img:
+    with Image.open(
+        os.path.join(digits_root, "train", "0", sorted(os.listdir(os.path.join(digits_root, "train", "0")))[0])
+    ) as img:
         assert (img.mode, img.size) == ("RGB", (32, 32))
     with pytest.raises(FileExistsError, match="overwrite"):
         write_digits_imagefolder(digits_root, image_size=16)
@@ -93,16 +94,20 @@ def test_imagefolder_sizes_and_labels(digits_root):
 
 def test_shards_unshuffled_are_disjoint_and_cover_all(digits_root):
     (full,) = rows(create_dataset("imagenet", digits_root, "val", shuffle=False))
-    shards = [rows(create_dataset("imagenet", digits_root, "val", shuffle=False,
-                                  num_shards=3, shard_id=k))[0] for k in range(3)]
+    shards = [
+        rows(create_dataset("imagenet", digits_root, "val", shuffle=False, num_shards=3, shard_id=k))[0]
+        for k in range(3)
+    ]
     assert sorted(len(s) for s in shards) == [119, 120, 120]
     assert sum((collections.Counter(s) for s in shards), collections.Counter()) == collections.Counter(full)
 
 
 def test_shuffled_shards_are_seeded_disjoint_equal_and_reshuffled(digits_root):
     def shard(k, seed=7):
-        return rows(create_dataset("imagenet", digits_root, "val", shuffle=True, seed=seed,
-                                   num_shards=3, shard_id=k), epochs=2)
+        return rows(
+            create_dataset("imagenet", digits_root, "val", shuffle=True, seed=seed, num_shards=3, shard_id=k), epochs=2
+        )
+
     (full,) = rows(create_dataset("imagenet", digits_root, "val", shuffle=False))
     shards = [shard(k) for k in range(3)]
     for epoch in range(2):
@@ -123,13 +128,16 @@ def test_num_samples_caps_each_shard(digits_root):
     assert ds.get_dataset_size() == 10 and len(rows(ds)[0]) == 10
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(name="imagenet21k"), r"unknown dataset name 'imagenet21k'.*cifar10.*imagenet"),
-    (dict(num_shards=2), "num_shards and shard_id go together"),
-    (dict(num_shards=2, shard_id=2), "0 <= shard_id < num_shards"),
-    (dict(num_samples=0), "num_samples"),
-    (dict(num_parallel_workers=0), "num_parallel_workers must be >= 1 or None; got 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(name="imagenet21k"), r"unknown dataset name 'imagenet21k'.*cifar10.*imagenet"),
+        (dict(num_shards=2), "num_shards and shard_id go together"),
+        (dict(num_shards=2, shard_id=2), "0 <= shard_id < num_shards"),
+        (dict(num_samples=0), "num_samples"),
+        (dict(num_parallel_workers=0), "num_parallel_workers must be >= 1 or None; got 0"),
+    ],
+)
 def test_create_dataset_rejects_bad_arguments(digits_root, kwargs, match):
     with pytest.raises(ValueError, match=match):
         create_dataset(root=digits_root, **kwargs)
@@ -187,9 +195,12 @@ def test_labels_follow_the_given_class_list_when_val_lacks_classes(tmp_path):
 def test_class_folder_outside_the_given_list_is_an_error(tmp_path):
     _class_tree(tmp_path, "val", ["bee", "eel", "yak"], per_class=1)
     known = [f"c{i:02d}" for i in range(20)] + ["bee"]
-    with pytest.raises(ValueError, match=r"^class folders \['eel', 'yak'\] of split 'val' \(.*val\) are not among "
-                                         r"the 21 classes the model knows: \['c00', 'c01', 'c02', 'c03', 'c04', "
-                                         r"\.\.\.\] \(21 in all\)$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^class folders \['eel', 'yak'\] of split 'val' \(.*val\) are not among "
+        r"the 21 classes the model knows: \['c00', 'c01', 'c02', 'c03', 'c04', "
+        r"\.\.\.\] \(21 in all\)$",
+    ):
         create_dataset("imagenet", str(tmp_path), "val", classes=known)
     with pytest.raises(ValueError, match=r"classes lists \['bee'\] more than once"):
         create_dataset("imagenet", str(tmp_path), "val", classes=["bee", "eel", "yak", "bee"])
@@ -200,8 +211,9 @@ def test_classes_ride_along_from_dataset_to_loader(digits_root):
     for mix in (dict(), dict(mixup=0.2, cutmix=1.0)):  # the mixing path adds one more map
         ds = create_dataset("imagenet", digits_root, "val", num_samples=8)
         assert ds.classes == names == class_names(digits_root, "val")
-        loader = create_loader(ds, 4, is_training=True, transform=create_transforms("imagenet", 32, True),
-                               num_classes=10, **mix)
+        loader = create_loader(
+            ds, 4, is_training=True, transform=create_transforms("imagenet", 32, True), num_classes=10, **mix
+        )
         assert loader.classes == names
         assert len(batches(loader)) == 2
     plain = create_dataset("imagenet", digits_root, "val", num_samples=8).map([vision.Decode()], input_columns="image")
@@ -221,8 +233,12 @@ def test_broken_files_are_skipped_with_one_warning_each(tmp_path, caplog, monkey
     jpeg, png = encoded(Image.fromarray(gradient()), "JPEG"), encoded(Image.fromarray(gradient()), "PNG")
     save_bytes(cls / "good.jpg", jpeg)
     save_bytes(cls / "good.png", png)
-    broken = {"trunc.jpg": jpeg[: len(jpeg) // 2], "trunc.png": png[: len(png) // 2],
-              "html.jpg": b"<html>404 not found</html>", "empty.png": b""}
+    broken = {
+        "trunc.jpg": jpeg[: len(jpeg) // 2],
+        "trunc.png": png[: len(png) // 2],
+        "html.jpg": b"<html>404 not found</html>",
+        "empty.png": b"",
+    }
     for name, data in broken.items():
         save_bytes(cls / name, data)
     (cls / "README.txt").write_text("ignored: not an image extension")
@@ -235,9 +251,10 @@ def test_broken_files_are_skipped_with_one_warning_each(tmp_path, caplog, monkey
     assert not [m for m in messages if "README" in m]
     for training in (True, False):
         ds = create_dataset("imagenet", str(tmp_path / "data"), "train", shuffle=training)
-        loader = create_loader(ds, 2, is_training=training,
-                               transform=create_transforms("imagenet", 24, is_training=training))
-        (images, labels), = batches(loader)
+        loader = create_loader(
+            ds, 2, is_training=training, transform=create_transforms("imagenet", 24, is_training=training)
+        )
+        ((images, labels),) = batches(loader)
         assert images.shape == (2, 3, 24, 24) and labels.tolist() == [0, 0]
     assert not os.path.exists(tmp_path / "abnormal_image.jpg")
 
@@ -264,8 +281,7 @@ def _special_images() -> dict[str, tuple[str, bytes, np.ndarray]]:
         "cmyk_jpeg": ("x.jpg", cmyk, np.asarray(Image.open(io.BytesIO(cmyk)).convert("RGB"))),
         "gray16_png": ("x.png", encoded(Image.fromarray(ramp16), "PNG"), gray16),
         "gray16_tiff": ("x.tif", encoded(Image.fromarray(ramp16), "TIFF"), gray16),
-        "gray_png": ("x.png", encoded(Image.fromarray(base[..., 0]), "PNG"),
-                     np.repeat(base[..., :1], 3, axis=2)),
+        "gray_png": ("x.png", encoded(Image.fromarray(base[..., 0]), "PNG"), np.repeat(base[..., :1], 3, axis=2)),
         "palette_png": ("x.png", encoded(palette, "PNG"), np.asarray(palette.convert("RGB"))),
         "rgba_png": ("x.png", encoded(Image.fromarray(rgba), "PNG"), base),
         "webp_lossless": ("x.webp", encoded(Image.fromarray(base), "WEBP", lossless=True), base),
@@ -305,9 +321,14 @@ def test_cifar10_binary_reader(tmp_path):
     assert [int(label) for _, label in got] == [0, 1, 2]
     # binary layout: label byte, then 1024 R, 1024 G, 1024 B bytes; the reader yields HWC
     assert np.array_equal(got[1][0], records[1, 1:].reshape(3, 32, 32).transpose(1, 2, 0))
-    loader = create_loader(create_dataset("cifar10", str(tmp_path), "test", num_samples=8), 4,
-                           is_training=True, transform=create_transforms("cifar10", 40, True),
-                           num_classes=10, cutmix=1.0)
+    loader = create_loader(
+        create_dataset("cifar10", str(tmp_path), "test", num_samples=8),
+        4,
+        is_training=True,
+        transform=create_transforms("cifar10", 40, True),
+        num_classes=10,
+        cutmix=1.0,
+    )
     images, labels = batches(loader)[0]
     assert images.shape == (4, 3, 40, 40) and labels.shape == (4, 10)
     with pytest.raises(FileNotFoundError, match="data_batch_1.bin"):
@@ -323,8 +344,13 @@ def test_cifar10_binary_reader(tmp_path):
 @pytest.mark.parametrize("is_training, size", [(True, 32), (True, 48), (False, 32), (False, 40)])
 def test_transforms_give_float32_chw(digits_root, is_training, size):
     ds = create_dataset("imagenet", digits_root, "val", num_samples=6)
-    loader = create_loader(ds, 4, drop_remainder=False, is_training=is_training,
-                           transform=create_transforms("imagenet", size, is_training, vflip=0.5))
+    loader = create_loader(
+        ds,
+        4,
+        drop_remainder=False,
+        is_training=is_training,
+        transform=create_transforms("imagenet", size, is_training, vflip=0.5),
+    )
     got = batches(loader)
     assert [im.shape for im, _ in got] == [(4, 3, size, size), (2, 3, size, size)]
     assert all(im.dtype == np.float32 and lb.dtype == np.int32 for im, lb in got)
@@ -342,17 +368,18 @@ def test_eval_resize_then_center_crop_math(tmp_path):
     for crop_pct, has_frame in ((0.875, False), (1.0, True)):
         ds = create_dataset("imagenet", str(tmp_path), "val", shuffle=False)
         ops = create_transforms("imagenet", 224, False, crop_pct=crop_pct, **identity)
-        (out, _), = batches(create_loader(ds, 1, transform=ops))
+        ((out, _),) = batches(create_loader(ds, 1, transform=ops))
         assert out.shape == (1, 3, 224, 224)
         assert bool((out[0, 0] > 128).any()) is has_frame, crop_pct
 
 
-@pytest.mark.parametrize("policy", ["randaug-m9-mstd0.5", "rand-m7-n3-mstd0.5-inc1", "autoaug",
-                                    "autoaug-cifar10", "trivialaug"])
+@pytest.mark.parametrize(
+    "policy", ["randaug-m9-mstd0.5", "rand-m7-n3-mstd0.5-inc1", "autoaug", "autoaug-cifar10", "trivialaug"]
+)
 def test_auto_augment_strings_run(digits_root, policy):
     ops = create_transforms("imagenet", 32, True, auto_augment=policy, interpolation="bicubic")
     ds = create_dataset("imagenet", digits_root, "train", num_samples=4)
-    (images, _), = batches(create_loader(ds, 4, is_training=True, transform=ops))
+    ((images, _),) = batches(create_loader(ds, 4, is_training=True, transform=ops))
     assert images.shape == (4, 3, 32, 32) and np.isfinite(images).all()
 
 
@@ -360,25 +387,33 @@ def test_random_erasing_with_prob_one_erases(tmp_path):
     save_bytes(tmp_path / "train" / "a" / "white.png", encoded(Image.new("RGB", (64, 64), "white"), "PNG"))
     outs = {}
     for re_prob in (0.0, 1.0):
-        ops = create_transforms("imagenet", 32, True, scale=(1, 1), ratio=(1, 1), hflip=0,
-                                color_jitter=None, re_prob=re_prob)
+        ops = create_transforms(
+            "imagenet", 32, True, scale=(1, 1), ratio=(1, 1), hflip=0, color_jitter=None, re_prob=re_prob
+        )
         ds = create_dataset("imagenet", str(tmp_path), "train")
-        (outs[re_prob], _), = batches(create_loader(ds, 1, transform=ops))
+        ((outs[re_prob], _),) = batches(create_loader(ds, 1, transform=ops))
     # white normalises to > 0 everywhere; erasing writes 0 (the mean colour) into a patch
     assert (outs[0.0] > 0).all()
     assert 0.0 < (outs[1.0] == 0).mean() < 1.0
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(crop_pct=0.0), "crop_pct"), (dict(crop_pct=1.5), "crop_pct"),
-    (dict(image_resize=0), "image_resize"), (dict(hflip=1.5), "hflip"),
-    (dict(re_prob=-0.1), "re_prob"), (dict(scale=(0.5, 0.1)), "scale"),
-    (dict(interpolation="lanczos"), r"'lanczos'.*bicubic.*bilinear"),
-    (dict(auto_augment="randaug"), "magnitude"), (dict(auto_augment="randaug-m11"), "0..10"),
-    (dict(auto_augment="randaug-m9-x2"), "randaug-m<magnitude"),
-    (dict(auto_augment="augmix"), r"unknown auto_augment 'augmix'.*autoaug.*trivialaug.*randaug-m"),
-    (dict(dataset_name="mnist"), r"'mnist'.*cifar10.*imagenet"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(crop_pct=0.0), "crop_pct"),
+        (dict(crop_pct=1.5), "crop_pct"),
+        (dict(image_resize=0), "image_resize"),
+        (dict(hflip=1.5), "hflip"),
+        (dict(re_prob=-0.1), "re_prob"),
+        (dict(scale=(0.5, 0.1)), "scale"),
+        (dict(interpolation="lanczos"), r"'lanczos'.*bicubic.*bilinear"),
+        (dict(auto_augment="randaug"), "magnitude"),
+        (dict(auto_augment="randaug-m11"), "0..10"),
+        (dict(auto_augment="randaug-m9-x2"), "randaug-m<magnitude"),
+        (dict(auto_augment="augmix"), r"unknown auto_augment 'augmix'.*autoaug.*trivialaug.*randaug-m"),
+        (dict(dataset_name="mnist"), r"'mnist'.*cifar10.*imagenet"),
+    ],
+)
 def test_create_transforms_rejects_bad_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
         create_transforms(is_training=True, **kwargs)
@@ -388,8 +423,15 @@ def test_create_transforms_rejects_bad_values(kwargs, match):
 @pytest.mark.parametrize("mix", [dict(mixup=0.2), dict(cutmix=1.0), dict(mixup=0.2, cutmix=1.0, mixup_prob=0.5)])
 def test_mixup_cutmix_give_soft_one_hot_labels(digits_root, mix):
     ds = create_dataset("imagenet", digits_root, "train", num_samples=16)
-    loader = create_loader(ds, 8, is_training=True, transform=create_transforms("imagenet", 32, True),
-                           num_classes=10, label_smoothing=0.1, **mix)
+    loader = create_loader(
+        ds,
+        8,
+        is_training=True,
+        transform=create_transforms("imagenet", 32, True),
+        num_classes=10,
+        label_smoothing=0.1,
+        **mix,
+    )
     for images, labels in batches(loader):
         assert images.shape == (8, 3, 32, 32)
         assert labels.shape == (8, 10) and labels.dtype == np.float32
@@ -399,8 +441,9 @@ def test_mixup_cutmix_give_soft_one_hot_labels(digits_root, mix):
 
 def test_eval_loader_keeps_integer_labels_and_remainder(digits_root):
     ds = create_dataset("imagenet", digits_root, "val", shuffle=False, num_samples=5)
-    loader = create_loader(ds, 4, drop_remainder=False, transform=create_transforms("imagenet", 32),
-                           num_classes=10, mixup=0.2)
+    loader = create_loader(
+        ds, 4, drop_remainder=False, transform=create_transforms("imagenet", 32), num_classes=10, mixup=0.2
+    )
     got = batches(loader)
     assert [lb.shape for _, lb in got] == [(4,), (1,)] and got[0][1].dtype == np.int32
 
@@ -409,8 +452,7 @@ def test_loader_batch_size_errors(digits_root):
     ds = create_dataset("imagenet", digits_root, "val", num_samples=5)
     with pytest.raises(ValueError, match=r"batch_size=8 is larger than the dataset \(5 samples.*drop_remainder=False"):
         create_loader(ds, 8, drop_remainder=True)
-    assert len(batches(create_loader(ds, 8, drop_remainder=False,
-                                     transform=create_transforms("imagenet", 32)))) == 1
+    assert len(batches(create_loader(ds, 8, drop_remainder=False, transform=create_transforms("imagenet", 32)))) == 1
     for bad in (0, -1, 2.5):
         with pytest.raises(ValueError, match="batch_size"):
             create_loader(ds, bad)

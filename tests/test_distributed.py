@@ -6,6 +6,7 @@ per-rank dumps of the final weights and of the sample indices each rank's shard 
 more jobs (~35 s each, PyNative) kill or crash one rank on purpose and check that the whole job ends,
 non-zero, naming that rank.
 """
+
 import json
 import os
 import re
@@ -30,8 +31,22 @@ WORKER = os.path.join(ROOT, "tests", "dist_worker.py")
 RECIPE = os.path.join(ROOT, "configs", "mobilenetv3", "mobilenet_v3_small_digits_cpu.yaml")
 BIN = os.path.dirname(sys.executable)  # msrun starts the `python` found on PATH: this venv's
 MSRUN = shutil.which("msrun", path=os.pathsep.join([BIN, os.environ.get("PATH", "")]))
-TRAIN_ARGS = ["--model", "mobilenet_v1_025", "--image_resize", "32", "--epoch_size", "2", "--warmup_epochs", "0",
-              "--decay_epochs", "2", "--batch_size", "32", "--lr", "0.1"]
+TRAIN_ARGS = [
+    "--model",
+    "mobilenet_v1_025",
+    "--image_resize",
+    "32",
+    "--epoch_size",
+    "2",
+    "--warmup_epochs",
+    "0",
+    "--decay_epochs",
+    "2",
+    "--batch_size",
+    "32",
+    "--lr",
+    "0.1",
+]
 EPOCHS, BATCH, DEVICES = 2, 32, 2
 JOB_TIMEOUT = 420  # seconds; a hang fails the test instead of blocking the suite
 
@@ -61,13 +76,30 @@ def _kill_tree(proc: subprocess.Popen) -> None:
 def run_job(digits_root: str, work, extra_args=(), **fault) -> types.SimpleNamespace:
     """Run the distributed script on 2 workers; ``fault`` = env of tests/dist_worker.py's hook."""
     job = types.SimpleNamespace(run_dir=str(work / "run"), out_dir=str(work / "dumps"), log_dir=str(work / "logs"))
-    env = dict(os.environ, PATH=os.pathsep.join([BIN, os.environ.get("PATH", "")]), LOG_DIR=job.log_dir,
-               MASTER_PORT=str(_free_port()), TRAIN_SCRIPT=WORKER, DIST_TEST_OUT=job.out_dir,
-               CLUSTER_TIME_OUT="120", **fault)
+    env = dict(
+        os.environ,
+        PATH=os.pathsep.join([BIN, os.environ.get("PATH", "")]),
+        LOG_DIR=job.log_dir,
+        MASTER_PORT=str(_free_port()),
+        TRAIN_SCRIPT=WORKER,
+        DIST_TEST_OUT=job.out_dir,
+        CLUSTER_TIME_OUT="120",
+        **fault,
+    )
     for key in LAUNCHER_ENV:  # the test process itself must not look launched
         env.pop(key, None)
-    cmd = ["bash", SCRIPT, str(DEVICES), digits_root, RECIPE, "--", *TRAIN_ARGS, *extra_args,
-           "--ckpt_save_dir", job.run_dir]
+    cmd = [
+        "bash",
+        SCRIPT,
+        str(DEVICES),
+        digits_root,
+        RECIPE,
+        "--",
+        *TRAIN_ARGS,
+        *extra_args,
+        "--ckpt_save_dir",
+        job.run_dir,
+    ]
     start = time.time()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -129,8 +161,16 @@ def test_each_rank_reads_a_disjoint_half_per_epoch(job, digits_root):
 
 def test_only_rank0_writes_the_run_directory(job):
     files = set(os.listdir(job.run_dir))
-    assert {"config.yaml", "classes.json", "train.log", "metrics.jsonl", "last_checkpoint.json",
-            "mobilenet_v1_025-1_22.ckpt", "mobilenet_v1_025-2_44.ckpt", "mobilenet_v1_025-best.ckpt"} == files
+    assert {
+        "config.yaml",
+        "classes.json",
+        "train.log",
+        "metrics.jsonl",
+        "last_checkpoint.json",
+        "mobilenet_v1_025-1_22.ckpt",
+        "mobilenet_v1_025-2_44.ckpt",
+        "mobilenet_v1_025-best.ckpt",
+    } == files
     with open(os.path.join(job.run_dir, "metrics.jsonl"), encoding="utf-8") as f:
         rows = [json.loads(line) for line in f]
     assert [r["epoch"] for r in rows] == [1, 2]  # one writer: a second rank would double the rows
@@ -159,8 +199,17 @@ def test_validation_matches_single_process_validation(job, digits_root):
     assert last0["Top_1_Accuracy"] > 0.2  # learnt something (chance is 0.1): the comparison is not vacuous
 
     last_ckpt = json.load(open(os.path.join(job.run_dir, "last_checkpoint.json")))["path"]
-    cfg = load_config(RECIPE, {"data_dir": digits_root, "model": "mobilenet_v1_025", "image_resize": 32,
-                               "batch_size": BATCH, "distribute": False, "ckpt_path": last_ckpt})
+    cfg = load_config(
+        RECIPE,
+        {
+            "data_dir": digits_root,
+            "model": "mobilenet_v1_025",
+            "image_resize": 32,
+            "batch_size": BATCH,
+            "distribute": False,
+            "ckpt_path": last_ckpt,
+        },
+    )
     single = validate(cfg)  # what validate.py reports for the saved checkpoint
     assert round(single["Top_1_Accuracy"], 6) == last0["Top_1_Accuracy"]
     assert round(single["Top_5_Accuracy"], 6) == last0["Top_5_Accuracy"]
@@ -179,15 +228,25 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("rank,mode,message", [
-    (1, "kill", "rank 1 (pid {pid}) was killed by signal 9 (SIGKILL)"),
-    (0, "raise", "rank 0 (pid {pid}) exited with code 2"),
-])
+@pytest.mark.parametrize(
+    "rank,mode,message",
+    [
+        (1, "kill", "rank 1 (pid {pid}) was killed by signal 9 (SIGKILL)"),
+        (0, "raise", "rank 0 (pid {pid}) exited with code 2"),
+    ],
+)
 def test_dead_worker_ends_the_job_naming_its_rank(digits_root, tmp_path, rank, mode, message):
     # The scheduler declares the stopped peers dead after MS_NODE_TIMEOUT s (30 s by default);
     # PyNative skips the graph compile: the all-reduce a dead peer leaves hanging is the same.
-    job = run_job(digits_root, tmp_path, extra_args=["--mode", "1"], DIST_TEST_FAIL_RANK=str(rank),
-                  DIST_TEST_FAIL_STEP="2", DIST_TEST_FAIL_MODE=mode, MS_NODE_TIMEOUT="10")
+    job = run_job(
+        digits_root,
+        tmp_path,
+        extra_args=["--mode", "1"],
+        DIST_TEST_FAIL_RANK=str(rank),
+        DIST_TEST_FAIL_STEP="2",
+        DIST_TEST_FAIL_MODE=mode,
+        MS_NODE_TIMEOUT="10",
+    )
     assert job.returncode != 0, job.output[-3000:]
     pid = re.search(r"rank %d of 2 \(pid (\d+)\)" % rank, _worker_log(job, rank)).group(1)
     assert message.format(pid=pid) in job.output, job.output[-3000:]
@@ -213,13 +272,16 @@ def test_distribute_false_under_msrun_is_an_error(monkeypatch):
         init_runtime(load_config(None, {"distribute": False}))
 
 
-@pytest.mark.parametrize("args,expected", [
-    ([], "usage: bash scripts/run_distribute_train.sh DEVICE_NUM DATA_DIR RECIPE [PRETRAINED_CKPT]"),
-    (["two", ".", RECIPE], "DEVICE_NUM must be a positive integer, got 'two'"),
-    (["2", "/no/such/dir", RECIPE], "DATA_DIR '/no/such/dir' is not a folder"),
-    (["2", ".", "missing.yaml"], "RECIPE 'missing.yaml' not found"),
-    (["2", ".", RECIPE, "missing.ckpt"], "PRETRAINED_CKPT 'missing.ckpt' not found"),
-])
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        ([], "usage: bash scripts/run_distribute_train.sh DEVICE_NUM DATA_DIR RECIPE [PRETRAINED_CKPT]"),
+        (["two", ".", RECIPE], "DEVICE_NUM must be a positive integer, got 'two'"),
+        (["2", "/no/such/dir", RECIPE], "DATA_DIR '/no/such/dir' is not a folder"),
+        (["2", ".", "missing.yaml"], "RECIPE 'missing.yaml' not found"),
+        (["2", ".", RECIPE, "missing.ckpt"], "PRETRAINED_CKPT 'missing.ckpt' not found"),
+    ],
+)
 def test_script_rejects_wrong_arguments(args, expected):
     proc = subprocess.run(["bash", SCRIPT, *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2 and expected in proc.stderr, proc.stderr

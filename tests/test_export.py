@@ -9,6 +9,7 @@ noise 4e-5 to 1.7e-4), which the noise term measures instead of guessing. MINDIR
 own kernels: 0. A wrong export (train-mode BatchNorm, other padding, a missing layer) moves the
 logits by 1e-1 and more; the last assertion of the first test shows that margin.
 """
+
 import importlib.util
 import json
 import os
@@ -50,8 +51,11 @@ def calibrated(net: nn.Cell, images: np.ndarray, seed: int) -> nn.Cell:
 
 
 def digits(root, split, step):
-    files = sorted(os.path.join(root, split, c, f) for c in os.listdir(os.path.join(root, split))
-                   for f in os.listdir(os.path.join(root, split, c)))[::step]
+    files = sorted(
+        os.path.join(root, split, c, f)
+        for c in os.listdir(os.path.join(root, split))
+        for f in os.listdir(os.path.join(root, split, c))
+    )[::step]
     return preprocess(load_config(DIGITS_RECIPE, {"image_resize": SIZE}), files)
 
 
@@ -108,8 +112,9 @@ def test_mindir_and_onnx_match_the_eval_cell(model, calib, val_batch, tmp_path):
 def test_exporting_twice_in_one_process_uses_a_fresh_cell(calib, val_batch, tmp_path):
     # MindSpore 2.10 crashes exporting the same Cell instance to ONNX twice.
     ckpt = make_ckpt(tmp_path / "w.ckpt", "mobilenet_v1_025", calib)
-    cfg = load_config(None, {"model": "mobilenet_v1_025", "num_classes": 10, "ckpt_path": ckpt,
-                             "image_resize": SIZE, "mode": 1})
+    cfg = load_config(
+        None, {"model": "mobilenet_v1_025", "num_classes": 10, "ckpt_path": ckpt, "image_resize": SIZE, "mode": 1}
+    )
     first = export(cfg, "ONNX", str(tmp_path / "a.onnx"), batch_size=4, verify=False)
     second = export(cfg, "ONNX", str(tmp_path / "b.onnx"), batch_size=4, verify=False)
     np.testing.assert_allclose(run_exported(first.path, val_batch), run_exported(second.path, val_batch), atol=1e-6)
@@ -134,8 +139,22 @@ def test_export_script(calib, tmp_path, capsys):
     ckpt = make_ckpt(run_dir / "best.ckpt", "mobilenet_v3_small_075", calib)
     (run_dir / "classes.json").write_text(json.dumps([f"digit {i}" for i in range(10)]))
     out = tmp_path / "deploy" / "digits"
-    argv = ["-c", DIGITS_RECIPE, "--model", "mobilenet_v3_small_075", "--ckpt_path", ckpt, "--image_resize", "32",
-            "--mode", "1", "--file_format", "onnx", "--output", str(out)]
+    argv = [
+        "-c",
+        DIGITS_RECIPE,
+        "--model",
+        "mobilenet_v3_small_075",
+        "--ckpt_path",
+        ckpt,
+        "--image_resize",
+        "32",
+        "--mode",
+        "1",
+        "--file_format",
+        "onnx",
+        "--output",
+        str(out),
+    ]
     assert run_main(lambda: script.main(argv), "export.py") == 0
     printed = capsys.readouterr().out
     assert f"exported ONNX {out}.onnx: input Nx3x32x32, float32" in printed
@@ -163,8 +182,9 @@ def test_onnx_takes_any_batch_and_matches_the_cell(calib, val_batch, tmp_path):
         reference = net(ms.Tensor(images)).asnumpy()
         got = session.run(None, {"image": images})[0]  # the whole batch in one run
         assert got.shape == reference.shape
-        assert np.abs(got - reference).max() <= export_tolerance(float(np.abs(reference).max()),
-                                                                 float32_noise(net, images))
+        assert np.abs(got - reference).max() <= export_tolerance(
+            float(np.abs(reference).max()), float32_noise(net, images)
+        )
 
 
 def test_fixed_batch_onnx_from_elsewhere_is_fed_in_chunks(calib, val_batch, tmp_path):
@@ -184,22 +204,27 @@ def test_a_file_failing_its_check_is_removed_with_its_metadata(calib, tmp_path, 
     from mindcv_mobile.deploy import verify
 
     ckpt = make_ckpt(tmp_path / "w.ckpt", "mobilenet_v1_025", calib)
-    cfg = load_config(None, {"model": "mobilenet_v1_025", "num_classes": 10, "ckpt_path": ckpt,
-                             "image_resize": SIZE, "mode": 1})
+    cfg = load_config(
+        None, {"model": "mobilenet_v1_025", "num_classes": 10, "ckpt_path": ckpt, "image_resize": SIZE, "mode": 1}
+    )
     honest = verify.run_exported
     monkeypatch.setattr(verify, "run_exported", lambda path, images: honest(path, images) + 0.5)
     out = tmp_path / "out"
-    with pytest.raises(RuntimeError, match=r"m\.onnx: logits differ from the MindSpore Cell's by up to 0\.5 "
-                                           r"\(tolerance .*\); the export is not faithful and was removed \(.*m\.onnx, "
-                                           r".*m\.onnx\.json\)$"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"m\.onnx: logits differ from the MindSpore Cell's by up to 0\.5 "
+        r"\(tolerance .*\); the export is not faithful and was removed \(.*m\.onnx, "
+        r".*m\.onnx\.json\)$",
+    ):
         export(cfg, "ONNX", str(out / "m.onnx"))
     assert os.listdir(out) == []
 
 
 def test_unwritable_destination_is_named_in_the_error(calib, tmp_path, capsys):
     ckpt = make_ckpt(tmp_path / "w.ckpt", "mobilenet_v1_025", calib)
-    cfg = load_config(None, {"model": "mobilenet_v1_025", "num_classes": 10, "ckpt_path": ckpt,
-                             "image_resize": SIZE, "mode": 1})
+    cfg = load_config(
+        None, {"model": "mobilenet_v1_025", "num_classes": 10, "ckpt_path": ckpt, "image_resize": SIZE, "mode": 1}
+    )
     as_root = os.geteuid() == 0
     if as_root:  # root writes into read-only folders; a folder under a regular file fails for everyone
         (tmp_path / "a_file").write_text("")
@@ -217,11 +242,29 @@ def test_unwritable_destination_is_named_in_the_error(calib, tmp_path, capsys):
         spec = importlib.util.spec_from_file_location("export_script", os.path.join(ROOT, "export.py"))
         script = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(script)
-        argv = ["--model", "mobilenet_v1_025", "--num_classes", "10", "--ckpt_path", ckpt, "--image_resize",
-                str(SIZE), "--mode", "1", "--file_format", "ONNX", "--output", str(folder / "m.onnx")]
+        argv = [
+            "--model",
+            "mobilenet_v1_025",
+            "--num_classes",
+            "10",
+            "--ckpt_path",
+            ckpt,
+            "--image_resize",
+            str(SIZE),
+            "--mode",
+            "1",
+            "--file_format",
+            "ONNX",
+            "--output",
+            str(folder / "m.onnx"),
+        ]
         assert run_main(lambda: script.main(argv), "export.py") == 2
-        assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
-            f"export.py: error: cannot write ONNX model {folder / 'm.onnx'}: ")
+        assert (
+            capsys.readouterr()
+            .err.strip()
+            .splitlines()[-1]
+            .startswith(f"export.py: error: cannot write ONNX model {folder / 'm.onnx'}: ")
+        )
     finally:
         if not as_root:
             folder.chmod(0o755)

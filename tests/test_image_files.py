@@ -1,4 +1,5 @@
 """data/image_files.py: routing of files by their bytes, and read_image for inference."""
+
 from __future__ import annotations
 
 import io
@@ -29,7 +30,7 @@ def bad_huffman_jpeg() -> bytes:
     jpeg = encoded(Image.fromarray(gradient()), "JPEG", quality=90)
     data = bytearray(jpeg)
     dht = jpeg.index(b"\xff\xc4")
-    data[dht + 5:dht + 21] = b"\xff" * 16
+    data[dht + 5 : dht + 21] = b"\xff" * 16
     return bytes(data)
 
 
@@ -82,15 +83,18 @@ def test_jpeg_and_other_formats(tmp_path, decode_calls):
     assert len(decode_calls) == 1
 
 
-@pytest.mark.parametrize("name, data, reason", [
-    ("empty.png", b"", "empty file"),
-    ("html.jpg", b"<html>404 not found</html>", "not a decodable image"),
-    ("half.jpg", None, "not a decodable image"),
-])
+@pytest.mark.parametrize(
+    "name, data, reason",
+    [
+        ("empty.png", b"", "empty file"),
+        ("html.jpg", b"<html>404 not found</html>", "not a decodable image"),
+        ("half.jpg", None, "not a decodable image"),
+    ],
+)
 def test_unreadable_files_raise_value_error(tmp_path, decode_calls, name, data, reason):
     if data is None:
         jpeg = encoded(Image.fromarray(gradient()), "JPEG")
-        data = jpeg[:len(jpeg) // 2]
+        data = jpeg[: len(jpeg) // 2]
     path = tmp_path / name
     path.write_bytes(data)
     with pytest.raises(ValueError, match=f"^cannot read image .*{name}: {reason}"):

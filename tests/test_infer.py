@@ -6,6 +6,7 @@ argument) provides what infer.py reads from a run directory: the checkpoint, con
 classes.json. Predictions are checked against validate() on the same images, which reads them
 through the dataset pipeline instead of infer's per-file decoding.
 """
+
 import csv
 import importlib.util
 import io
@@ -73,8 +74,11 @@ def tiny(digits_root, tmp_path_factory):
 @pytest.fixture(scope="module")
 def run(tiny, tmp_path_factory):
     work = tmp_path_factory.mktemp("train")
-    train_files = sorted(os.path.join(tiny, "train", c, f) for c in os.listdir(os.path.join(tiny, "train"))
-                         for f in os.listdir(os.path.join(tiny, "train", c)))
+    train_files = sorted(
+        os.path.join(tiny, "train", c, f)
+        for c in os.listdir(os.path.join(tiny, "train"))
+        for f in os.listdir(os.path.join(tiny, "train", c))
+    )
     cfg = defaults()
     cfg.update(crop_pct=1.0, image_resize=32)
     start = start_checkpoint(work / "start.ckpt", preprocess(cfg, train_files))
@@ -82,9 +86,35 @@ def run(tiny, tmp_path_factory):
     for key in ("MS_WORKER_NUM", "MS_ROLE", "RANK_TABLE_FILE"):
         env.pop(key, None)
     proc = subprocess.run(
-        ["bash", TRAIN_SCRIPT, "imagenet2012", tiny, start, "--image_resize", "32", "--epoch_size", "1",
-         "--batch_size", "12", "--warmup_epochs", "0", "--decay_epochs", "1", "--lr", "0.0001", "--mode", "1",
-         "--ckpt_save_dir", str(work / "run")], cwd=work, env=env, capture_output=True, text=True, timeout=600)
+        [
+            "bash",
+            TRAIN_SCRIPT,
+            "imagenet2012",
+            tiny,
+            start,
+            "--image_resize",
+            "32",
+            "--epoch_size",
+            "1",
+            "--batch_size",
+            "12",
+            "--warmup_epochs",
+            "0",
+            "--decay_epochs",
+            "1",
+            "--lr",
+            "0.0001",
+            "--mode",
+            "1",
+            "--ckpt_save_dir",
+            str(work / "run"),
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return work / "run", proc
 
@@ -117,8 +147,12 @@ def test_checkpoint_inference_agrees_with_validate(run, tiny, tmp_path, capsys):
     ckpt = str(run_dir / f"{MODEL}-best.ckpt")
     out = tmp_path / "predictions.json"
     # No -c: model, classes and preprocessing come from the run directory.
-    assert load_script("infer.py").main(["--ckpt_path", ckpt, "--mode", "1", os.path.join(tiny, "val"),
-                                         "--output", str(out)]) == 0
+    assert (
+        load_script("infer.py").main(
+            ["--ckpt_path", ckpt, "--mode", "1", os.path.join(tiny, "val"), "--output", str(out)]
+        )
+        == 0
+    )
     printed = [line for line in capsys.readouterr().out.splitlines() if ".png: " in line]
     predictions = json.loads(out.read_text())
     assert len(predictions) == len(printed) == 30
@@ -144,8 +178,10 @@ def test_onnx_inference_matches_checkpoint_inference(run, tiny, tmp_path, capsys
     cfg = config_from_run_dir(defaults(), ckpt)
     cfg.update(ckpt_path=ckpt, mode=1)
     exported = export(cfg, "ONNX", str(tmp_path / "digits.onnx"))  # checked against the Cell inside
-    print(f"{MODEL} ONNX vs Cell: {exported.max_abs_diff:.3g} (max |logit| {exported.max_abs_logit:.3g}, "
-          f"tolerance {exported.tolerance:.3g})")
+    print(
+        f"{MODEL} ONNX vs Cell: {exported.max_abs_diff:.3g} (max |logit| {exported.max_abs_logit:.3g}, "
+        f"tolerance {exported.tolerance:.3g})"
+    )
     infer = load_script("infer.py")
     val = os.path.join(tiny, "val")
     assert infer.main(["--ckpt_path", ckpt, "--mode", "1", val, "--output", str(tmp_path / "ckpt.json")]) == 0
@@ -160,9 +196,14 @@ def test_onnx_inference_matches_checkpoint_inference(run, tiny, tmp_path, capsys
         for t in p["top"]:
             assert row[f"top{t['rank']}_index"] == str(t["index"]) and row[f"top{t['rank']}_class"] == t["class"]
             assert float(row[f"top{t['rank']}_probability"]) == pytest.approx(t["probability"], abs=1e-3)
-    print("max probability difference ONNX vs checkpoint:", max(
-        abs(float(row[f"top{t['rank']}_probability"]) - t["probability"]) for p, row in zip(by_ckpt, rows)
-        for t in p["top"]))
+    print(
+        "max probability difference ONNX vs checkpoint:",
+        max(
+            abs(float(row[f"top{t['rank']}_probability"]) - t["probability"])
+            for p, row in zip(by_ckpt, rows)
+            for t in p["top"]
+        ),
+    )
 
 
 @pytest.mark.slow
@@ -173,11 +214,13 @@ def test_class_names_option_and_one_line_errors(run, tiny, tmp_path, capsys):
     names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
     (tmp_path / "names.txt").write_text("\n".join(names) + "\n")
     infer = load_script("infer.py")
-    assert infer.main(["--ckpt_path", ckpt, "--mode", "1", "--classes", str(tmp_path / "names.txt"),
-                       "--topk", "3", image]) == 0
+    assert (
+        infer.main(["--ckpt_path", ckpt, "--mode", "1", "--classes", str(tmp_path / "names.txt"), "--topk", "3", image])
+        == 0
+    )
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith(f"{image}: ") and len(line.split(", ")) == 3
-    assert all(part.split()[0] in names for part in line[len(image) + 2:].split(", "))
+    assert all(part.split()[0] in names for part in line[len(image) + 2 :].split(", "))
 
     (tmp_path / "nine.txt").write_text("\n".join(names[:9]))
     for argv, message in [
@@ -203,16 +246,19 @@ def test_mindir_inference_matches_checkpoint_inference(run, tiny, tmp_path, caps
     val = os.path.join(tiny, "val")
     assert infer.main(["--ckpt_path", ckpt, "--mode", "1", val, "--output", str(tmp_path / "by_ckpt.json")]) == 0
     # no run directory beside the file: 32 px, crop_pct 1.0 and the class names come from its .json
-    assert infer.main(["--ckpt_path", exported.path, "--mode", "1", val,
-                       "--output", str(tmp_path / "by_mindir.json")]) == 0
+    assert (
+        infer.main(["--ckpt_path", exported.path, "--mode", "1", val, "--output", str(tmp_path / "by_mindir.json")])
+        == 0
+    )
     capsys.readouterr()
     by_ckpt = json.loads((tmp_path / "by_ckpt.json").read_text())
     by_mindir = json.loads((tmp_path / "by_mindir.json").read_text())
     assert len(by_mindir) == 30 and [p["path"] for p in by_mindir] == [p["path"] for p in by_ckpt]
     for a, b in zip(by_ckpt, by_mindir):
         assert [t["class"] for t in a["top"]] == [t["class"] for t in b["top"]]
-        np.testing.assert_allclose([t["probability"] for t in a["top"]], [t["probability"] for t in b["top"]],
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            [t["probability"] for t in a["top"]], [t["probability"] for t in b["top"]], atol=1e-5
+        )
 
 
 def bad_huffman_jpeg(image: Image.Image) -> bytes:
@@ -222,7 +268,7 @@ def bad_huffman_jpeg(image: Image.Image) -> bytes:
     image.save(buf, "JPEG", quality=90)
     data = bytearray(buf.getvalue())
     dht = data.index(b"\xff\xc4")
-    data[dht + 5:dht + 21] = b"\xff" * 16
+    data[dht + 5 : dht + 21] = b"\xff" * 16
     return bytes(data)
 
 
@@ -240,10 +286,29 @@ def test_a_corrupt_jpeg_is_skipped_and_the_other_images_predicted(digits_root, t
     save_checkpoint(create_model("mobilenet_v1_025", num_classes=10), ckpt)
     out = tmp_path / "predictions.json"
     # A subprocess: MindSpore's decoder on that file is a segmentation fault (exit -11), not an exception.
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "infer.py"), "--ckpt_path", ckpt, "--model",
-                           "mobilenet_v1_025", "--num_classes", "10", "--image_resize", "32", "--mode", "1",
-                           str(folder), "--output", str(out)], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "infer.py"),
+            "--ckpt_path",
+            ckpt,
+            "--model",
+            "mobilenet_v1_025",
+            "--num_classes",
+            "10",
+            "--image_resize",
+            "32",
+            "--mode",
+            "1",
+            str(folder),
+            "--output",
+            str(out),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-3000:])
     warnings = [line for line in proc.stderr.splitlines() if " WARNING " in line and str(bad) in line]
     assert len(warnings) == 1 and f"cannot read image {bad}: not a decodable image" in warnings[0], proc.stderr[-3000:]

@@ -5,6 +5,7 @@ with the reason, and models fall back to MindSpore's ops.
 
 Each test works on a copy of one library built into a temporary ``MINDCV_MOBILE_HOME``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -170,5 +171,6 @@ def test_the_compiler_writes_a_private_temporary_name(tmp_path, monkeypatch):
     assert os.path.dirname(out) == str(folder) and out != path and os.path.basename(out).startswith(".")
     assert mode == 0o600
     assert not os.path.exists(out)  # renamed into place
-    assert sorted(p.name for p in folder.iterdir()) == sorted([".lock", os.path.basename(path),
-                                                              os.path.basename(path) + cache.DIGEST_SUFFIX])
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [".lock", os.path.basename(path), os.path.basename(path) + cache.DIGEST_SUFFIX]
+    )

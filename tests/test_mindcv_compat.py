@@ -2,6 +2,7 @@
 from mindcv's own model (mindcv 0.3.0) loads into ours with nothing missing or unexpected and gives
 the same eval-mode logits; mindcv's 1001-class V1 heads work through a recipe; ``validate`` on a
 mindcv checkpoint scores what mindcv's model scores."""
+
 import logging
 import zlib
 from pathlib import Path
@@ -14,7 +15,8 @@ from mindcv_mobile.config import load_config
 from mindcv_mobile.models import create_model, get_model_cfg, list_models, load_model_weights
 
 mindcv_models = pytest.importorskip(
-    "mindcv.models", reason="mindcv is the reference for checkpoint compatibility: pip install mindcv==0.3.0 --no-deps")
+    "mindcv.models", reason="mindcv is the reference for checkpoint compatibility: pip install mindcv==0.3.0 --no-deps"
+)
 
 REPO = Path(__file__).resolve().parents[1]
 V1_RECIPE = str(REPO / "configs/mobilenetv1/mobilenet_v1_0.25_ascend.yaml")
@@ -33,9 +35,10 @@ def pynative():
 
 
 def mindcv_reference(name: str, num_classes: int = 1000):
-    """mindcv's model in eval mode with every parameter redrawn: He-scaled weights (with mindcv's own
-    init, V2/V3 logits are ~1e-9 and barely depend on the input) and random BatchNorm statistics, affine parameters and inner biases, so a
-    mis-mapped parameter or a different padding shows in the logits. The head bias stays 0."""
+    """mindcv's model in eval mode with every parameter redrawn: He-scaled weights (with mindcv's
+    own init, V2/V3 logits are ~1e-9 and barely depend on the input) and random BatchNorm
+    statistics, affine parameters and inner biases, so a mis-mapped parameter or a different
+    padding shows in the logits. The head bias stays 0."""
     net = mindcv_models.create_model(name, num_classes=num_classes)
     rng = np.random.default_rng(zlib.crc32(name.encode()))
     head = get_model_cfg(name).classifier + "."
@@ -115,8 +118,14 @@ def test_v1_1001_class_release_through_the_recipe(tmp_path, pynative, caplog):
 
     cfg = load_config(V1_RECIPE, {"num_classes": 1000, "ckpt_path": path})
     with caplog.at_level(logging.INFO):
-        net = create_model(cfg.model, num_classes=cfg.num_classes, checkpoint_path=cfg.ckpt_path,
-                           in_channels=cfg.in_channels, drop_rate=cfg.drop_rate, drop_path_rate=cfg.drop_path_rate)
+        net = create_model(
+            cfg.model,
+            num_classes=cfg.num_classes,
+            checkpoint_path=cfg.ckpt_path,
+            in_channels=cfg.in_channels,
+            drop_rate=cfg.drop_rate,
+            drop_path_rate=cfg.drop_path_rate,
+        )
     report = net.load_report
     assert (report.missing, report.unexpected, report.head) == ([], [], "sliced 1001 -> 1000 classes")
     assert net.classifier.weight.shape == (1000, 256)
@@ -142,8 +151,18 @@ def test_validate_on_mindcv_checkpoint_reports_mindcv_top1(digits_root, tmp_path
 
     reference = mindcv_reference("mobilenet_v1_025", num_classes=1001)
     path = str(tmp_path / "mindcv_v1_025_digits.ckpt")
-    cfg = load_config(V1_RECIPE, {"num_classes": 1000, "ckpt_path": path, "data_dir": digits_root,
-                                  "image_resize": 32, "batch_size": 90, "mode": 1, "num_parallel_workers": 1})
+    cfg = load_config(
+        V1_RECIPE,
+        {
+            "num_classes": 1000,
+            "ckpt_path": path,
+            "data_dir": digits_root,
+            "image_resize": 32,
+            "batch_size": 90,
+            "mode": 1,
+            "num_parallel_workers": 1,
+        },
+    )
     eval_cfg = resolve_eval_config(standalone_config(cfg))  # the preprocessing validate() uses
 
     def batches(split: str):
@@ -158,8 +177,9 @@ def test_validate_on_mindcv_checkpoint_reports_mindcv_top1(digits_root, tmp_path
     targets = np.eye(10)[np.concatenate([y for _, y in pairs])]
     mean, std = feats.mean(0), feats.std(0) + 1e-6
     scaled = (feats - mean) / std
-    probe = np.linalg.solve(scaled.T @ scaled + 0.1 * len(scaled) * np.eye(scaled.shape[1]),
-                            scaled.T @ (targets - targets.mean(0)))
+    probe = np.linalg.solve(
+        scaled.T @ scaled + 0.1 * len(scaled) * np.eye(scaled.shape[1]), scaled.T @ (targets - targets.mean(0))
+    )
     weight = np.zeros((1001, feats.shape[1]), np.float32)
     bias = np.full((1001,), -100.0, np.float32)
     weight[:10], bias[:10] = (probe / std[:, None]).T, targets.mean(0) - (mean / std) @ probe

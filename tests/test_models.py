@@ -1,4 +1,5 @@
 """Model zoo: registry, architectures against published tables, checkpoints."""
+
 import logging
 import os
 
@@ -8,7 +9,12 @@ import pytest
 from mindspore import nn
 
 from mindcv_mobile.models import (
-    check_input_size, create_model, get_model_cfg, list_models, load_model_weights, save_checkpoint,
+    check_input_size,
+    create_model,
+    get_model_cfg,
+    list_models,
+    load_model_weights,
+    save_checkpoint,
 )
 
 
@@ -25,19 +31,26 @@ def test_registry_has_every_documented_name():
     expected |= {"mobilenet_v2_130_224"}
     expected |= {f"mobilenet_v3_{k}_{a}" for k in ("small", "large") for a in ("075", "100")}
     assert names == expected
-    assert list_models("mobilenet_v3_*") == ["mobilenet_v3_large_075", "mobilenet_v3_large_100",
-                                              "mobilenet_v3_small_075", "mobilenet_v3_small_100"]
+    assert list_models("mobilenet_v3_*") == [
+        "mobilenet_v3_large_075",
+        "mobilenet_v3_large_100",
+        "mobilenet_v3_small_075",
+        "mobilenet_v3_small_100",
+    ]
 
 
 # Counts include BN moving mean/variance (mindcv's params(M) convention). Exact values are
 # mindcv's/torchvision's totals for these architectures; the published tables round to 0.01M.
-@pytest.mark.parametrize("name,num_classes,total,tensors", [
-    ("mobilenet_v1_100", 1001, 4_254_889, 137),
-    ("mobilenet_v2_100", 1000, 3_538_984, 262),
-    ("mobilenet_v2_140", 1000, 6_156_712, 262),
-    ("mobilenet_v3_large_100", 1000, 5_507_432, 266),
-    ("mobilenet_v3_small_100", 1000, 2_554_968, 210),
-])
+@pytest.mark.parametrize(
+    "name,num_classes,total,tensors",
+    [
+        ("mobilenet_v1_100", 1001, 4_254_889, 137),
+        ("mobilenet_v2_100", 1000, 3_538_984, 262),
+        ("mobilenet_v2_140", 1000, 6_156_712, 262),
+        ("mobilenet_v3_large_100", 1000, 5_507_432, 266),
+        ("mobilenet_v3_small_100", 1000, 2_554_968, 210),
+    ],
+)
 def test_exact_parameter_counts(name, num_classes, total, tensors):
     net = create_model(name, num_classes=num_classes)
     assert n_params(net) == total
@@ -52,10 +65,16 @@ def test_params_match_published_table(name):
     assert abs(count - cfg.params_m) <= max(0.005 * cfg.params_m, 0.01), (name, count, cfg.params_m)
 
 
-@pytest.mark.parametrize("name,published", [
-    ("mobilenet_v1_100", 4.25), ("mobilenet_v2_075", 2.66), ("mobilenet_v2_100", 3.54),
-    ("mobilenet_v3_small_100", 2.55), ("mobilenet_v3_large_100", 5.51),
-])
+@pytest.mark.parametrize(
+    "name,published",
+    [
+        ("mobilenet_v1_100", 4.25),
+        ("mobilenet_v2_075", 2.66),
+        ("mobilenet_v2_100", 3.54),
+        ("mobilenet_v3_small_100", 2.55),
+        ("mobilenet_v3_large_100", 5.51),
+    ],
+)
 def test_params_within_half_percent_at_1000_classes(name, published):
     count = n_params(create_model(name, num_classes=1000)) / 1e6
     assert abs(count - published) <= 0.005 * published
@@ -95,12 +114,15 @@ def test_forward_shape_pynative_at_registered_resolution(name, pynative):
 
 
 # Graph mode: one model per architecture family and width, and the full resolution grid once.
-@pytest.mark.parametrize("name,sizes", [
-    ("mobilenet_v1_025", (64,)),
-    ("mobilenet_v2_035", (96, 128, 160, 192, 224)),
-    ("mobilenet_v3_small_075", (64,)),
-    ("mobilenet_v3_large_100", (96,)),
-])
+@pytest.mark.parametrize(
+    "name,sizes",
+    [
+        ("mobilenet_v1_025", (64,)),
+        ("mobilenet_v2_035", (96, 128, 160, 192, 224)),
+        ("mobilenet_v3_small_075", (64,)),
+        ("mobilenet_v3_large_100", (96,)),
+    ],
+)
 def test_forward_shape_graph_mode(name, sizes):
     ms.set_context(mode=ms.GRAPH_MODE)
     net = create_model(name, num_classes=5)
@@ -130,15 +152,18 @@ def test_in_channels_and_drop_rate():
     assert net.classifier[0].p == 0.5
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"model_name": "mobilenet_v3_smal_100"}, "closest: mobilenet_v3_small_100"),
-    ({"model_name": "mobilenet_v2_100", "num_classes": 0}, "num_classes must be a positive integer, got 0"),
-    ({"model_name": "mobilenet_v2_100", "num_classes": -3}, "got -3"),
-    ({"model_name": "mobilenet_v2_100", "in_channels": 0}, "in_channels"),
-    ({"model_name": "mobilenet_v2_100", "drop_rate": 1.5}, "drop_rate must be in"),
-    ({"model_name": "mobilenet_v2_100", "drop_path_rate": 0.1}, "drop_path_rate"),
-    ({"model_name": "mobilenet_v2_100", "pretrained": True, "checkpoint_path": "x.ckpt"}, "not both"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"model_name": "mobilenet_v3_smal_100"}, "closest: mobilenet_v3_small_100"),
+        ({"model_name": "mobilenet_v2_100", "num_classes": 0}, "num_classes must be a positive integer, got 0"),
+        ({"model_name": "mobilenet_v2_100", "num_classes": -3}, "got -3"),
+        ({"model_name": "mobilenet_v2_100", "in_channels": 0}, "in_channels"),
+        ({"model_name": "mobilenet_v2_100", "drop_rate": 1.5}, "drop_rate must be in"),
+        ({"model_name": "mobilenet_v2_100", "drop_path_rate": 0.1}, "drop_path_rate"),
+        ({"model_name": "mobilenet_v2_100", "pretrained": True, "checkpoint_path": "x.ckpt"}, "not both"),
+    ],
+)
 def test_bad_arguments_are_clear_value_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         create_model(**kwargs)
@@ -162,6 +187,7 @@ def test_registry_records():
 
 
 # ---------------------------------------------------------------------------- checkpoints
+
 
 def test_save_and_load_roundtrip(tmp_path, pynative):
     net = create_model("mobilenet_v3_small_075", num_classes=6)
@@ -195,7 +221,9 @@ def test_1001_class_head_is_sliced_to_1000(tmp_path):
 
 def test_shape_mismatch_outside_head_names_the_parameter(tmp_path):
     path = save_checkpoint(create_model("mobilenet_v2_050"), str(tmp_path / "w.ckpt"))
-    with pytest.raises(ValueError, match=r"parameter features\.0\.weight has shape \(16, 3, 3, 3\).*expects \(32, 3, 3, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"parameter features\.0\.weight has shape \(16, 3, 3, 3\).*expects \(32, 3, 3, 3\)"
+    ):
         create_model("mobilenet_v2_100", checkpoint_path=path)
 
 

@@ -5,6 +5,7 @@ then one module fixture that trains a QAT model for 3 steps in graph mode throug
 validates it through ``validate`` and exports it through ``tasks.export`` (graph compile
 of a QAT MobileNetV2 on CPU is the slow part: ~40 s on an idle 2-core machine).
 """
+
 import importlib.util
 import json
 import os
@@ -34,7 +35,7 @@ from mindcv_mobile.tasks.export import export
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS_RECIPE = os.path.join(ROOT, "configs", "mobilenetv2_quant", "mobilenet_v2_quant_digits_cpu.yaml")
 ASCEND_RECIPE = os.path.join(ROOT, "configs", "mobilenetv2_quant", "mobilenet_v2_quant_ascend.yaml")
-WIDTHS = sorted({name[:len("mobilenet_v2_035")] for name in list_models("mobilenet_v2_*")})
+WIDTHS = sorted({name[: len("mobilenet_v2_035")] for name in list_models("mobilenet_v2_*")})
 
 
 @pytest.fixture(autouse=True)
@@ -108,8 +109,10 @@ def test_deploy_weights_are_on_the_int8_grid():
 
 def test_observer_schedule():
     decay, delay = 0.9, 3
-    got = [[float(v.asnumpy()) for v in observer_weights(ms.Tensor(step, ms.int32), delay, decay)]
-           for step in (0, 1, 2, 3, 10)]
+    got = [
+        [float(v.asnumpy()) for v in observer_weights(ms.Tensor(step, ms.int32), delay, decay)]
+        for step in (0, 1, 2, 3, 10)
+    ]
     # (keep, batch): first step takes the batch range, then EMA, frozen from step quant_delay on
     np.testing.assert_allclose(got, [[0.0, 1.0], [0.9, 0.1], [0.9, 0.1], [1.0, 0.0], [1.0, 0.0]], atol=1e-7)
 
@@ -118,9 +121,13 @@ def test_folded_conv_bn_matches_batchnorm_and_freezes():
     rng = np.random.default_rng(0)
     conv = nn.Conv2d(8, 16, 3, 1, pad_mode="pad", padding=1, has_bias=False)
     bn = nn.BatchNorm2d(16, momentum=0.9)
-    for param, value in ((conv.weight, rng.normal(0, 0.2, (16, 8, 3, 3))), (bn.gamma, rng.uniform(0.5, 1.5, 16)),
-                         (bn.beta, rng.normal(0, 1, 16)),
-                         (bn.moving_mean, rng.normal(0, 1, 16)), (bn.moving_variance, rng.uniform(0.5, 1.5, 16))):
+    for param, value in (
+        (conv.weight, rng.normal(0, 0.2, (16, 8, 3, 3))),
+        (bn.gamma, rng.uniform(0.5, 1.5, 16)),
+        (bn.beta, rng.normal(0, 1, 16)),
+        (bn.moving_mean, rng.normal(0, 1, 16)),
+        (bn.moving_variance, rng.uniform(0.5, 1.5, 16)),
+    ):
         param.set_data(ms.Tensor(value.astype(np.float32)))
     layer = QuantConvBN(conv, bn, None, "c", "b")
     layer.act_quant.construct = lambda x, flags: (x, None)  # the BN fold alone
@@ -156,9 +163,20 @@ def test_folded_conv_bn_matches_batchnorm_and_freezes():
 def test_recipes_and_config_checks():
     ascend = load_config(ASCEND_RECIPE)
     assert (ascend.quant, ascend.model, ascend.pretrained, ascend.epoch_size, ascend.batch_size) == (
-        True, "mobilenet_v2_100", True, 60, 192)
-    assert (ascend.momentum, ascend.weight_decay, ascend.label_smoothing, ascend.loss_scale,
-            ascend.loss_scale_type, ascend.warmup_epochs) == (0.9, 4e-5, 0.1, 1024.0, "fixed", 0.0)
+        True,
+        "mobilenet_v2_100",
+        True,
+        60,
+        192,
+    )
+    assert (
+        ascend.momentum,
+        ascend.weight_decay,
+        ascend.label_smoothing,
+        ascend.loss_scale,
+        ascend.loss_scale_type,
+        ascend.warmup_epochs,
+    ) == (0.9, 4e-5, 0.1, 1024.0, "fixed", 0.0)
     digits = load_config(DIGITS_RECIPE)
     assert digits.quant and digits.ckpt_path.endswith("mobilenet_v2_100-best.ckpt")
     with pytest.raises(ConfigError, match="supports the mobilenet_v2_\\* models, got model mobilenet_v3_small_100"):
@@ -178,10 +196,21 @@ def qat_run(digits_root, tmp_path_factory):
     float_net = create_model("mobilenet_v2_035", num_classes=10)
     _random_bn_statistics(float_net)
     float_ckpt = save_checkpoint(float_net, str(work / "float.ckpt"))
-    overrides = {"data_dir": digits_root, "image_resize": 32, "model": "mobilenet_v2_035", "ckpt_path": float_ckpt,
-                 "ckpt_save_dir": str(work / "run"), "epoch_size": 1, "num_samples": 24, "batch_size": 8,
-                 "val_while_train": False, "decay_epochs": 1, "quant_delay": 2, "freeze_bn": 1,
-                 "num_parallel_workers": 1}
+    overrides = {
+        "data_dir": digits_root,
+        "image_resize": 32,
+        "model": "mobilenet_v2_035",
+        "ckpt_path": float_ckpt,
+        "ckpt_save_dir": str(work / "run"),
+        "epoch_size": 1,
+        "num_samples": 24,
+        "batch_size": 8,
+        "val_while_train": False,
+        "decay_epochs": 1,
+        "quant_delay": 2,
+        "freeze_bn": 1,
+        "num_parallel_workers": 1,
+    }
     cfg = load_config(DIGITS_RECIPE, overrides)
     result = train(cfg)
     ckpt = result.last_checkpoint
@@ -190,8 +219,14 @@ def qat_run(digits_root, tmp_path_factory):
     eval_cfg = load_config(DIGITS_RECIPE, {**overrides, "ckpt_path": ckpt, "batch_size": 120, "mode": 1})
     metrics = validate(eval_cfg)
     exported = export(eval_cfg, output=str(work / "export" / "qat"))  # the float export's path
-    return {"cfg": eval_cfg, "float_ckpt": float_ckpt, "ckpt": ckpt, "metrics": metrics, "export": exported,
-            "work": work}
+    return {
+        "cfg": eval_cfg,
+        "float_ckpt": float_ckpt,
+        "ckpt": ckpt,
+        "metrics": metrics,
+        "export": exported,
+        "work": work,
+    }
 
 
 @pytest.mark.slow
@@ -199,9 +234,14 @@ def test_qat_trains_in_graph_mode(qat_run):
     state = ms.load_checkpoint(qat_run["ckpt"])
     float_state = ms.load_checkpoint(qat_run["float_ckpt"])
     assert int(state["quant_step"].asnumpy()) == 3
-    ranges = {name[:-len(".min_val")]: (float(state[name].asnumpy()),
-                                        float(state[name[:-len("min_val")] + "max_val"].asnumpy()))
-              for name in state if name.endswith(".min_val")}
+    ranges = {
+        name[: -len(".min_val")]: (
+            float(state[name].asnumpy()),
+            float(state[name[: -len("min_val")] + "max_val"].asnumpy()),
+        )
+        for name in state
+        if name.endswith(".min_val")
+    }
     # every one of the 64 quant points sat in the forward pass and observed a real range
     assert len(ranges) == 64 and all(hi > lo for lo, hi in ranges.values())
     lo, hi = ranges["features.0.act_quant"]
@@ -209,8 +249,9 @@ def test_qat_trains_in_graph_mode(qat_run):
     assert ranges["input_quant"][0] < 0 < ranges["input_quant"][1]  # normalised pixels
     # the optimizer moved the float weights; freeze_bn 1: BN statistics moved on step 0 only
     assert not np.array_equal(state["features.0.weight"].asnumpy(), float_state["features.0.weight"].asnumpy())
-    assert not np.array_equal(state["features.1.moving_mean"].asnumpy(),
-                              float_state["features.1.moving_mean"].asnumpy())
+    assert not np.array_equal(
+        state["features.1.moving_mean"].asnumpy(), float_state["features.1.moving_mean"].asnumpy()
+    )
 
 
 @pytest.mark.slow
@@ -228,7 +269,10 @@ def test_int8_onnx_runs_int8_kernels_with_the_qat_ranges(qat_run):
     exported = qat_run["export"]
     stem = str(qat_run["work"] / "export" / "qat")
     assert [(f.role, f.path) for f in exported.files] == [
-        ("deploy", stem + ".mindir"), ("fp32", stem + "_fp32.onnx"), ("int8", stem + ".onnx")]
+        ("deploy", stem + ".mindir"),
+        ("fp32", stem + "_fp32.onnx"),
+        ("int8", stem + ".onnx"),
+    ]
     for f in exported.files:
         meta = json.load(open(f.metadata_path))
         assert os.path.isfile(f.path) and meta["precision"] == f.precision and meta["crop_pct"] == 1.0
@@ -239,8 +283,11 @@ def test_int8_onnx_runs_int8_kernels_with_the_qat_ranges(qat_run):
     quantize = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
     assert len(quantize) == 64  # one per activation quant point
     # per-channel int8 weights: a DequantizeLinear whose int8 input is a conv weight, one scale per channel
-    stem = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and init.get(n.input[0]) is not None
-                and init[n.input[0]].ndim == 4)
+    stem = next(
+        n
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear" and init.get(n.input[0]) is not None and init[n.input[0]].ndim == 4
+    )
     assert init[stem.input[0]].dtype == np.int8 and init[stem.input[1]].shape == (init[stem.input[0]].shape[0],)
     # the first conv's input uses the QAT input observer's scale and zero point
     state = ms.load_checkpoint(qat_run["ckpt"])
@@ -288,8 +335,20 @@ def test_export_script_writes_the_int8_files_through_the_one_export_path(qat_run
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     stem = qat_run["work"] / "script" / "digits_int8"
-    argv = ["-c", DIGITS_RECIPE, "--ckpt_path", qat_run["ckpt"], "--model", "mobilenet_v2_035", "--image_resize",
-            "32", "--mode", "1", "--output", f"{stem}.onnx"]
+    argv = [
+        "-c",
+        DIGITS_RECIPE,
+        "--ckpt_path",
+        qat_run["ckpt"],
+        "--model",
+        "mobilenet_v2_035",
+        "--image_resize",
+        "32",
+        "--mode",
+        "1",
+        "--output",
+        f"{stem}.onnx",
+    ]
     assert run_main(lambda: script.main(argv), "export.py") == 0
     printed = capsys.readouterr().out
     assert f"exported MINDIR {stem}.mindir: input 1x3x32x32, float32 deploy graph" in printed
@@ -297,4 +356,5 @@ def test_export_script_writes_the_int8_files_through_the_one_export_path(qat_run
     assert f"exported ONNX {stem}_fp32.onnx: input Nx3x32x32" in printed
     assert "max abs difference vs the QAT simulation:" in printed
     assert sorted(os.listdir(stem.parent)) == sorted(
-        f"digits_int8{suffix}{meta}" for suffix in (".mindir", ".onnx", "_fp32.onnx") for meta in ("", ".json"))
+        f"digits_int8{suffix}{meta}" for suffix in (".mindir", ".onnx", "_fp32.onnx") for meta in ("", ".json")
+    )

@@ -1,6 +1,7 @@
 """Published recipes: every recipe in configs/ parses and builds (model, data pipeline on the
 digits tree, loss, LR schedule, optimizer); the published hyper-parameters are the ones read;
 the family README tables agree with the registry records and the recipes."""
+
 import io
 import math
 import os
@@ -12,13 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mindcv_mobile.cli import parse_args
-from mindcv_mobile.config import ALIASES, load_config, read_yaml
-from mindcv_mobile.data import create_dataset, create_loader
-from mindcv_mobile.models import create_model, get_model_cfg, list_models
-from mindcv_mobile.models.registry import PUBLISHED_910V2
 from mindcv_mobile import build
 from mindcv_mobile.build import build_transforms
+from mindcv_mobile.cli import parse_args
+from mindcv_mobile.config import ALIASES, load_config, read_yaml
+from mindcv_mobile.models import create_model, get_model_cfg, list_models
+from mindcv_mobile.models.registry import PUBLISHED_910V2
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "configs").glob("*/*.yaml"))
@@ -26,37 +26,100 @@ FAMILIES = ("mobilenetv1", "mobilenetv2", "mobilenetv3")
 
 # The published runs (issue 7 / mindcv's recipes, 8 devices): what each recipe must make the
 # schema read. Keys not listed are checked generically (every YAML value is what was read).
-_COMMON = dict(opt="momentum", momentum=0.9, use_nesterov=False, scheduler="cosine_decay", min_lr=0.0,
-               label_smoothing=0.1, loss="CE", loss_scale=1024.0, loss_scale_type="fixed", distribute=True,
-               dataset="imagenet", image_resize=224, crop_pct=0.875, scale=[0.08, 1.0], ratio=[0.75, 1.333],
-               hflip=0.5, interpolation="bilinear", auto_augment=None, mixup=0.0, cutmix=0.0, ema=False)
-_V1 = dict(_COMMON, batch_size=64, epoch_size=200, lr=0.4, warmup_epochs=2.0, decay_epochs=198, weight_decay=3e-5,
-           weight_decay_filter="disable", amp_level="O2", num_classes=1001, color_jitter=0.4)
+_COMMON = dict(
+    opt="momentum",
+    momentum=0.9,
+    use_nesterov=False,
+    scheduler="cosine_decay",
+    min_lr=0.0,
+    label_smoothing=0.1,
+    loss="CE",
+    loss_scale=1024.0,
+    loss_scale_type="fixed",
+    distribute=True,
+    dataset="imagenet",
+    image_resize=224,
+    crop_pct=0.875,
+    scale=[0.08, 1.0],
+    ratio=[0.75, 1.333],
+    hflip=0.5,
+    interpolation="bilinear",
+    auto_augment=None,
+    mixup=0.0,
+    cutmix=0.0,
+    ema=False,
+)
+_V1 = dict(
+    _COMMON,
+    batch_size=64,
+    epoch_size=200,
+    lr=0.4,
+    warmup_epochs=2.0,
+    decay_epochs=198,
+    weight_decay=3e-5,
+    weight_decay_filter="disable",
+    amp_level="O2",
+    num_classes=1001,
+    color_jitter=0.4,
+)
 _V2 = dict(_COMMON, batch_size=256, warmup_epochs=4.0, amp_level="O3", num_classes=1000, color_jitter=0.4)
-_V3 = dict(_COMMON, batch_size=75, warmup_epochs=4.0, weight_decay=2e-5, weight_decay_filter="auto", amp_level="O3",
-           num_classes=1000, color_jitter=0.4)
+_V3 = dict(
+    _COMMON,
+    batch_size=75,
+    warmup_epochs=4.0,
+    weight_decay=2e-5,
+    weight_decay_filter="auto",
+    amp_level="O3",
+    num_classes=1000,
+    color_jitter=0.4,
+)
 PUBLISHED = {
-    **{f"configs/mobilenetv1/mobilenet_v1_{a}_{d}.yaml": dict(_V1, model=f"mobilenet_v1_{t}")
-       for a, t in (("0.25", "025"), ("0.5", "050"), ("0.75", "075"), ("1.0", "100")) for d in ("ascend", "gpu")},
+    **{
+        f"configs/mobilenetv1/mobilenet_v1_{a}_{d}.yaml": dict(_V1, model=f"mobilenet_v1_{t}")
+        for a, t in (("0.25", "025"), ("0.5", "050"), ("0.75", "075"), ("1.0", "100"))
+        for d in ("ascend", "gpu")
+    },
     "configs/mobilenetv2/mobilenet_v2_0.75_ascend.yaml": dict(
-        _V2, model="mobilenet_v2_075", epoch_size=400, lr=0.3, decay_epochs=396, weight_decay=3e-5,
-        weight_decay_filter="disable"),
+        _V2,
+        model="mobilenet_v2_075",
+        epoch_size=400,
+        lr=0.3,
+        decay_epochs=396,
+        weight_decay=3e-5,
+        weight_decay_filter="disable",
+    ),
     "configs/mobilenetv2/mobilenet_v2_1.0_ascend.yaml": dict(
-        _V2, model="mobilenet_v2_100", epoch_size=320, lr=0.4, decay_epochs=316, weight_decay=4e-5,
-        weight_decay_filter="disable"),
+        _V2,
+        model="mobilenet_v2_100",
+        epoch_size=320,
+        lr=0.4,
+        decay_epochs=316,
+        weight_decay=4e-5,
+        weight_decay_filter="disable",
+    ),
     "configs/mobilenetv2/mobilenet_v2_1.4_ascend.yaml": dict(
-        _V2, model="mobilenet_v2_140", epoch_size=300, lr=0.4, decay_epochs=296, weight_decay=4e-5,
-        weight_decay_filter="auto"),
+        _V2,
+        model="mobilenet_v2_140",
+        epoch_size=300,
+        lr=0.4,
+        decay_epochs=296,
+        weight_decay=4e-5,
+        weight_decay_filter="auto",
+    ),
     "configs/mobilenetv3/mobilenet_v3_small_ascend.yaml": dict(
-        _V3, model="mobilenet_v3_small_100", epoch_size=470, lr=0.77, decay_epochs=466),
+        _V3, model="mobilenet_v3_small_100", epoch_size=470, lr=0.77, decay_epochs=466
+    ),
     "configs/mobilenetv3/mobilenet_v3_large_ascend.yaml": dict(
-        _V3, model="mobilenet_v3_large_100", epoch_size=420, lr=1.08, decay_epochs=416),
+        _V3, model="mobilenet_v3_large_100", epoch_size=420, lr=1.08, decay_epochs=416
+    ),
     # MindSpore model zoo MobileNetV1 README, its --dataset cifar10|imagenet2012 choice: what the
     # README states (the rest is chosen and said so in the recipe's comment).
     "configs/mobilenetv1/mobilenet_v1_1.0_imagenet2012_ascend.yaml": dict(
-        model="mobilenet_v1_100", dataset="imagenet", opt="momentum", loss="CE", epoch_size=90, batch_size=256),
+        model="mobilenet_v1_100", dataset="imagenet", opt="momentum", loss="CE", epoch_size=90, batch_size=256
+    ),
     "configs/mobilenetv1/mobilenet_v1_1.0_cifar10_ascend.yaml": dict(
-        model="mobilenet_v1_100", dataset="cifar10", opt="momentum", loss="CE", num_classes=10),
+        model="mobilenet_v1_100", dataset="cifar10", opt="momentum", loss="CE", num_classes=10
+    ),
 }
 
 
@@ -116,8 +179,15 @@ def test_recipe_values_are_what_the_schema_read(recipe):
 def _small(data_dir: str) -> dict:
     # Only what makes a recipe run on the digits tree in seconds; everything else is the recipe's.
     # No start weights: the released files are not in a test machine's cache.
-    return dict(data_dir=data_dir, image_resize=32, batch_size=8, num_samples=16, num_parallel_workers=1,
-                pretrained=False, ckpt_path="")
+    return dict(
+        data_dir=data_dir,
+        image_resize=32,
+        batch_size=8,
+        num_samples=16,
+        num_parallel_workers=1,
+        pretrained=False,
+        ckpt_path="",
+    )
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
@@ -270,11 +340,14 @@ def _red_columns_after_eval_transforms(cfg) -> int:
     return int((image[0, cfg.image_resize // 2] > image[2, cfg.image_resize // 2]).sum())
 
 
-@pytest.mark.parametrize("argv", [
-    ["-c", "configs/mobilenetv2/mobilenet_v2_0.75_ascend.yaml", "--model", "mobilenet_v2_075", "--resize", "192"],
-    ["--model", "mobilenet_v2_075", "--image_resize", "192"],
-    ["--model", "mobilenet_v2_075_192"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-c", "configs/mobilenetv2/mobilenet_v2_0.75_ascend.yaml", "--model", "mobilenet_v2_075", "--resize", "192"],
+        ["--model", "mobilenet_v2_075", "--image_resize", "192"],
+        ["--model", "mobilenet_v2_075_192"],
+    ],
+)
 def test_seed_002_interface_validates_at_192_with_matching_crop(argv):
     """The old model zoo's `--alpha 0.75 --resize 192`, and the `_192` name: validation resizes the
     shorter side to int(192 / 0.875) = 219 and centre-crops 192. Resized to 219 the 40 px band is

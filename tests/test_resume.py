@@ -1,5 +1,6 @@
 """Exact resume: a run SIGKILLed mid-epoch and restarted with --resume auto ends where an
 uninterrupted run ends, bit for bit, with the same metrics rows."""
+
 import json
 import os
 import signal
@@ -18,10 +19,35 @@ TIMING = {"epoch_time_s", "ms_per_step", "img_per_s", "val_time_s"}
 def run(script, run_dir, digits_root, *extra, env_extra=None):
     # Non-sink graph mode, fixed seed; V1 has no dropout, whose generator state MindSpore 2.10
     # cannot save (with dropout, resume is exact in everything but the dropout masks).
-    args = [sys.executable, script, "-c", RECIPE, "--data_dir", digits_root, "--ckpt_save_dir", str(run_dir),
-            "--model", "mobilenet_v1_025", "--image_resize", "32", "--epoch_size", "3", "--warmup_epochs", "1",
-            "--decay_epochs", "2", "--lr", "0.1", "--keep_checkpoint_max", "5", "--dataset_sink_mode", "False",
-            "--hflip", "0.5", *extra]
+    args = [
+        sys.executable,
+        script,
+        "-c",
+        RECIPE,
+        "--data_dir",
+        digits_root,
+        "--ckpt_save_dir",
+        str(run_dir),
+        "--model",
+        "mobilenet_v1_025",
+        "--image_resize",
+        "32",
+        "--epoch_size",
+        "3",
+        "--warmup_epochs",
+        "1",
+        "--decay_epochs",
+        "2",
+        "--lr",
+        "0.1",
+        "--keep_checkpoint_max",
+        "5",
+        "--dataset_sink_mode",
+        "False",
+        "--hflip",
+        "0.5",
+        *extra,
+    ]
     env = dict(os.environ, PYTHONPATH=ROOT, **(env_extra or {}))
     return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
@@ -33,8 +59,10 @@ def final_weights(run_dir):
 
 
 def rows(run_dir):
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING}
-            for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+    return [
+        {k: v for k, v in json.loads(line).items() if k not in TIMING}
+        for line in open(os.path.join(run_dir, "metrics.jsonl"))
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -68,15 +96,30 @@ def test_sigkill_mid_epoch_then_resume_auto_is_exact(uninterrupted, digits_root,
 def test_kept_checkpoints_and_pointer_survive_resume(uninterrupted):
     pointer = json.load(open(os.path.join(uninterrupted, "last_checkpoint.json")))
     assert [os.path.basename(k) for k in pointer["kept"]] == [
-        "mobilenet_v1_025-1_44.ckpt", "mobilenet_v1_025-2_88.ckpt", "mobilenet_v1_025-3_132.ckpt"]
+        "mobilenet_v1_025-1_44.ckpt",
+        "mobilenet_v1_025-2_88.ckpt",
+        "mobilenet_v1_025-3_132.ckpt",
+    ]
     assert all(os.path.isfile(k) for k in pointer["kept"])
 
 
 def test_diverging_lr_stops_naming_step_and_last_good_checkpoint(digits_root, tmp_path):
     # Epoch 1 trains normally; at the epoch-2 milestone the LR jumps x1e8 and the loss blows up.
-    proc = run(os.path.join(ROOT, "train.py"), tmp_path / "nan", digits_root, "--scheduler", "multi_step_decay",
-               "--warmup_epochs", "0", "--multi_step_decay_milestones", "[1]", "--decay_rate", "1e8",
-               "--val_while_train", "False")
+    proc = run(
+        os.path.join(ROOT, "train.py"),
+        tmp_path / "nan",
+        digits_root,
+        "--scheduler",
+        "multi_step_decay",
+        "--warmup_epochs",
+        "0",
+        "--multi_step_decay_milestones",
+        "[1]",
+        "--decay_rate",
+        "1e8",
+        "--val_while_train",
+        "False",
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("train.py: error: loss is ") and " at epoch 2 step " in last

@@ -3,6 +3,7 @@
 
     python -m pytest tests/test_structure.py -q     # the check; README "Architecture" draws the layers
 """
+
 import ast
 from pathlib import Path
 
@@ -18,6 +19,7 @@ LAYERS = [
     ("data",),
     ("run_dir",),
     ("training", "quant", "evaluation"),
+    ("schema",),
     ("config",),
     ("runtime",),
     ("build",),
@@ -95,7 +97,7 @@ def test_no_import_cycle():
         stack.append(node)
         for nxt in GRAPH[node]:
             if state.get(nxt) == "open":
-                cycles.append(stack[stack.index(nxt):] + [nxt])
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt)
         stack.pop()

@@ -1,4 +1,5 @@
 """End to end: train on real digits, resume, and run mindcv's published recipe unchanged."""
+
 import json
 import os
 import shutil
@@ -19,8 +20,14 @@ MINDCV_V3_SMALL = os.path.join(ROOT, "tests", "fixtures", "mindcv_mobilenet_v3_s
 
 
 def digits_cfg(digits_root, run_dir, **overrides):
-    values = {"data_dir": digits_root, "ckpt_save_dir": str(run_dir), "image_resize": 32, "epoch_size": 4,
-              "warmup_epochs": 1, "decay_epochs": 3}
+    values = {
+        "data_dir": digits_root,
+        "ckpt_save_dir": str(run_dir),
+        "image_resize": 32,
+        "epoch_size": 4,
+        "warmup_epochs": 1,
+        "decay_epochs": 3,
+    }
     values.update(overrides)
     return load_config(DIGITS_RECIPE, values)
 
@@ -45,11 +52,19 @@ def test_digits_training_learns(trained):
 def test_run_directory_contents(trained):
     run_dir, result = trained
     files = set(os.listdir(run_dir))
-    assert {"config.yaml", "classes.json", "train.log", "metrics.jsonl", "last_checkpoint.json",
-            "mobilenet_v3_small_100-best.ckpt"} <= files
+    assert {
+        "config.yaml",
+        "classes.json",
+        "train.log",
+        "metrics.jsonl",
+        "last_checkpoint.json",
+        "mobilenet_v3_small_100-best.ckpt",
+    } <= files
     # keep_checkpoint_max: 2 in the recipe
     assert sorted(f for f in files if f.endswith(".ckpt") and "best" not in f) == [
-        "mobilenet_v3_small_100-3_132.ckpt", "mobilenet_v3_small_100-4_176.ckpt"]
+        "mobilenet_v3_small_100-3_132.ckpt",
+        "mobilenet_v3_small_100-4_176.ckpt",
+    ]
     assert json.load(open(os.path.join(run_dir, "classes.json"))) == [str(i) for i in range(10)]
     rows = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
@@ -106,9 +121,24 @@ def test_mindcv_recipe_runs_unchanged(digits_root, tmp_path):
     for key in ("MS_WORKER_NUM", "MS_ROLE", "RANK_TABLE_FILE"):
         env.pop(key, None)
     proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "train.py"), "-c", MINDCV_V3_SMALL, "--data_dir", str(tiny),
-         "--epoch_size", "1", "--batch_size", "8"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            os.path.join(ROOT, "train.py"),
+            "-c",
+            MINDCV_V3_SMALL,
+            "--data_dir",
+            str(tiny),
+            "--epoch_size",
+            "1",
+            "--batch_size",
+            "8",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "training standalone" in proc.stderr
     assert "amp_level O3 -> O0 on CPU" in proc.stderr

@@ -1,12 +1,12 @@
 """Loss, LR schedule, optimizer and EMA factories, checked against hand-computed numbers."""
+
 from __future__ import annotations
 
 import math
 
+import mindspore as ms
 import numpy as np
 import pytest
-
-import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from mindcv_mobile.training import EMA, create_loss, create_lr_schedule, create_optimizer, split_weight_decay
@@ -64,8 +64,14 @@ def test_cosine_with_warmup_golden_values():
 
 def test_cosine_min_lr_warmup_factor_and_end_of_decay():
     s = create_lr_schedule(
-        "cosine_decay", lr=0.4, steps_per_epoch=10, num_epochs=10, min_lr=0.04,
-        warmup_epochs=2, warmup_factor=0.1, decay_epochs=4,
+        "cosine_decay",
+        lr=0.4,
+        steps_per_epoch=10,
+        num_epochs=10,
+        min_lr=0.04,
+        warmup_epochs=2,
+        warmup_factor=0.1,
+        decay_epochs=4,
     )
     assert s[0] == pytest.approx(0.04)  # lr * warmup_factor
     assert s[10] == pytest.approx(0.4 * (0.1 + 0.9 * 0.5))
@@ -108,8 +114,13 @@ def test_step_decay_fractional_epochs():
 
 def test_multi_step_decay_milestones_count_from_warmup_end():
     s = create_lr_schedule(
-        "multi_step_decay", lr=0.1, steps_per_epoch=4, num_epochs=6, warmup_epochs=1,
-        decay_rate=0.1, multi_step_decay_milestones=[2, 4],
+        "multi_step_decay",
+        lr=0.1,
+        steps_per_epoch=4,
+        num_epochs=6,
+        warmup_epochs=1,
+        decay_rate=0.1,
+        multi_step_decay_milestones=[2, 4],
     )
     assert s[4] == pytest.approx(0.1)
     assert s[11] == pytest.approx(0.1)
@@ -167,8 +178,9 @@ def test_every_scheduler_reaches_lr_at_warmup_end(scheduler):
 
 def test_mindcv_v3_large_recipe_schedule_shape():
     # mobilenet_v3_large_ascend.yaml: lr 1.08, 420 epochs, 4 warm-up + 416 decay epochs.
-    s = create_lr_schedule("cosine_decay", lr=1.08, steps_per_epoch=20, num_epochs=420, warmup_epochs=4,
-                           decay_epochs=416)
+    s = create_lr_schedule(
+        "cosine_decay", lr=1.08, steps_per_epoch=20, num_epochs=420, warmup_epochs=4, decay_epochs=416
+    )
     assert len(s) == 8400
     assert s[80] == pytest.approx(1.08)
     assert s[80 + 4160] == pytest.approx(0.54)
@@ -198,8 +210,7 @@ def test_lr_schedule_rejects_bad_values(kwargs, message):
 
 def test_short_run_of_long_recipe_stops_inside_warmup(caplog):
     # mindcv's V3 recipe (warmup 4) run with --epoch_size 1: the first epoch of the recipe's LR.
-    s = create_lr_schedule("cosine_decay", lr=0.8, steps_per_epoch=5, num_epochs=1, warmup_epochs=4,
-                           decay_epochs=466)
+    s = create_lr_schedule("cosine_decay", lr=0.8, steps_per_epoch=5, num_epochs=1, warmup_epochs=4, decay_epochs=466)
     assert s == pytest.approx([0.8 * i / 20 for i in range(5)])
     assert "ends inside the linear warmup" in caplog.text
 
@@ -343,8 +354,9 @@ def test_weight_decay_reaches_exactly_the_decay_group(pynative_mode, wd_filter, 
     params = net.trainable_params()
     for p in params:
         p.set_data(Tensor(np.full(p.shape, 2.0, np.float32)))
-    opt = create_optimizer(params, "sgd", lr=0.1, momentum=0.0, weight_decay=0.5,
-                           weight_decay_filter=wd_filter, loss_scale=loss_scale)
+    opt = create_optimizer(
+        params, "sgd", lr=0.1, momentum=0.0, weight_decay=0.5, weight_decay_filter=wd_filter, loss_scale=loss_scale
+    )
     _step_with_grads(opt, [np.zeros(p.shape, np.float32) for p in params])
     for p in params:
         expected = 2.0 if p.name in exempt else 2.0 - 0.1 * 0.5 * 2.0
@@ -514,6 +526,6 @@ def test_ema_updates_after_optimizer_in_graph_train_step(graph_mode):
         step(x)
         expected = {p.name: 0.5 * expected[p.name] + 0.5 * p.asnumpy() for p in net.get_parameters()}
     for shadow in step.ema.shadow:
-        np.testing.assert_allclose(shadow.asnumpy(), expected[shadow.name[len("ema."):]], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(shadow.asnumpy(), expected[shadow.name[len("ema.") :]], rtol=1e-5, atol=1e-7)
     shadow_mean = next(s for s in step.ema.shadow if s.name == "ema.bn.moving_mean")
     assert not np.allclose(shadow_mean.asnumpy(), 0.0)  # BN statistics moved and were tracked

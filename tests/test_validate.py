@@ -4,6 +4,7 @@ Checkpoints here are random networks calibrated on digits (see ``calibrated``), 
 predictions spread over the classes and every number below is checked against an independent
 numpy computation.
 """
+
 import importlib.util
 import json
 import logging
@@ -17,13 +18,12 @@ import pytest
 import yaml
 from mindspore import nn, ops
 
-from mindcv_mobile.cli import run_main
-from mindcv_mobile.cli import parse_args
+from mindcv_mobile.build import build_eval_loader, load_eval_network, resolve_eval_config
+from mindcv_mobile.cli import parse_args, run_main
 from mindcv_mobile.config import load_config
 from mindcv_mobile.deploy import preprocess
-from mindcv_mobile.build import build_eval_loader, load_eval_network, resolve_eval_config
-from mindcv_mobile.tasks import validate
 from mindcv_mobile.models import create_model, save_checkpoint
+from mindcv_mobile.tasks import validate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS_RECIPE = os.path.join(ROOT, "configs", "mobilenetv3", "mobilenet_v3_small_digits_cpu.yaml")
@@ -61,8 +61,7 @@ def make_ckpt(path, images, model=MODEL, num_classes=10, seed=0) -> str:
 
 
 def cfg_for(data_dir, ckpt, **overrides):
-    values = {"data_dir": data_dir, "ckpt_path": ckpt, "model": MODEL, "image_resize": 32, "mode": 1,
-              "batch_size": 64}
+    values = {"data_dir": data_dir, "ckpt_path": ckpt, "model": MODEL, "image_resize": 32, "mode": 1, "batch_size": 64}
     values.update(overrides)
     return load_config(DIGITS_RECIPE, values)
 
@@ -97,8 +96,11 @@ def three_classes(digits_root, tmp_path_factory):
 
 
 def split_files(root, split="val"):
-    return [(os.path.join(root, split, c, f), int(c)) for c in sorted(os.listdir(os.path.join(root, split)))
-            for f in sorted(os.listdir(os.path.join(root, split, c)))]
+    return [
+        (os.path.join(root, split, c, f), int(c))
+        for c in sorted(os.listdir(os.path.join(root, split)))
+        for f in sorted(os.listdir(os.path.join(root, split, c)))
+    ]
 
 
 def test_metrics_equal_numpy_over_every_image(digits_root, ckpt):
@@ -111,7 +113,7 @@ def test_metrics_equal_numpy_over_every_image(digits_root, ckpt):
     ms.load_param_into_net(net, ms.load_checkpoint(ckpt))
     net.set_train(False)
     images = preprocess(resolve_eval_config(cfg), [f for f, _ in files])
-    logits = np.concatenate([net(ms.Tensor(images[i:i + 50])).asnumpy() for i in range(0, len(images), 50)])
+    logits = np.concatenate([net(ms.Tensor(images[i : i + 50])).asnumpy() for i in range(0, len(images), 50)])
     labels = np.array([label for _, label in files])
     top5 = np.argsort(-logits, axis=1)[:, :5]
     log_p = logits - logits.max(1, keepdims=True)
@@ -134,9 +136,31 @@ def test_top5_not_applicable_and_remainder_via_run_eval_script(three_classes, ca
     out = tmp_path / "metrics.json"
     env = dict(os.environ, RECIPE=DIGITS_RECIPE)
     proc = subprocess.run(
-        ["bash", os.path.join(ROOT, "scripts", "run_eval.sh"), "imagenet2012", three_classes, ckpt3,
-         "--model", MODEL, "--num_classes", "3", "--image_resize", "32", "--batch_size", "4", "--mode", "1",
-         "--output", str(out)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        [
+            "bash",
+            os.path.join(ROOT, "scripts", "run_eval.sh"),
+            "imagenet2012",
+            three_classes,
+            ckpt3,
+            "--model",
+            MODEL,
+            "--num_classes",
+            "3",
+            "--image_resize",
+            "32",
+            "--batch_size",
+            "4",
+            "--mode",
+            "1",
+            "--output",
+            str(out),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     printed = [line for line in proc.stdout.splitlines() if line.startswith("{'Top_1_Accuracy'")]
     assert len(printed) == 1 and "'Top_5_Accuracy': None" in printed[0] and "'samples': 15}" in printed[0]
@@ -148,8 +172,9 @@ def test_top5_not_applicable_and_remainder_via_run_eval_script(three_classes, ca
 
 @pytest.mark.parametrize("args", [[], ["mnist", "/data", "w.ckpt"], ["cifar10", "/no/such/dir", "w.ckpt"]])
 def test_run_eval_script_usage_on_wrong_arguments(args):
-    proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "run_eval.sh"), *args],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["bash", os.path.join(ROOT, "scripts", "run_eval.sh"), *args], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 1
     assert "Usage: bash" in proc.stderr and "[cifar10|imagenet2012] [DATASET_PATH] [CHECKPOINT_PATH]" in proc.stderr
 
@@ -224,8 +249,13 @@ def test_eval_resolution_follows_the_model_record_unless_set(digits_root, three_
     other, _ = parse_args(["-c", DIGITS_RECIPE, "--model", "mobilenet_v2_075_160"])
     assert resolve_eval_config(other).image_resize == 160
     # validate logs the resolution it used: 96 px, shorter side resized to int(96 / 0.875) = 109
-    values = {"data_dir": three_classes, "model": "mobilenet_v2_050_96", "num_classes": 10, "mode": 1,
-              "ckpt_path": make_ckpt(tmp_path / "v2_96.ckpt", calib, model="mobilenet_v2_050_96")}
+    values = {
+        "data_dir": three_classes,
+        "model": "mobilenet_v2_050_96",
+        "num_classes": 10,
+        "mode": 1,
+        "ckpt_path": make_ckpt(tmp_path / "v2_96.ckpt", calib, model="mobilenet_v2_050_96"),
+    }
     with caplog.at_level(logging.INFO, logger="mindcv_mobile"):
         result = validate(load_config(None, values))
     assert result["samples"] == 15
@@ -234,8 +264,9 @@ def test_eval_resolution_follows_the_model_record_unless_set(digits_root, three_
 
 def test_validate_script_one_line_error_and_run_dir_config(digits_root, ckpt, tmp_path, capsys):
     script = load_script("validate.py")
-    code = run_main(lambda: script.main(["--ckpt_path", str(tmp_path / "missing.ckpt"), "--data_dir", digits_root]),
-                    "validate.py")
+    code = run_main(
+        lambda: script.main(["--ckpt_path", str(tmp_path / "missing.ckpt"), "--data_dir", digits_root]), "validate.py"
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("validate.py: error: checkpoint not found:")
     # No -c: a checkpoint inside a run directory brings its config.yaml (model, classes, size).

@@ -24,6 +24,7 @@ whatever else runs; the int8/fp32 ratio, measured interleaved, is the robust num
 and evaluation parse MindSpore graph code from the sources: do not edit the package while it runs
 (or run it on a copy: PYTHONPATH=/copy/of/repo python benchmarks/quant/run_quant_benchmark.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,24 +40,38 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.append(ROOT)  # an installed or PYTHONPATH mindcv_mobile comes first
 
 import mindcv_mobile  # noqa: E402,F401  (first: oneDNN ISA cap before MindSpore loads)
+
+# isort: split
 import mindspore as ms  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mindcv_mobile.config import load_config  # noqa: E402
-from mindcv_mobile.data.digits import write_digits_imagefolder  # noqa: E402
 from mindcv_mobile.build import build_eval_loader, load_eval_network  # noqa: E402
-from mindcv_mobile.config import copy_config  # noqa: E402
-from mindcv_mobile.tasks import train, validate  # noqa: E402
+from mindcv_mobile.config import copy_config, load_config  # noqa: E402
+from mindcv_mobile.data.digits import write_digits_imagefolder  # noqa: E402
+from mindcv_mobile.deploy import (  # noqa: E402
+    export_deploy_mindir,
+    export_deploy_onnx,
+    export_int8_onnx,
+    onnx_session,
+    quantize_onnx,
+    runtime_op_types,
+)
 from mindcv_mobile.models import create_model  # noqa: E402
-from mindcv_mobile.deploy import (export_deploy_mindir, export_deploy_onnx, export_int8_onnx,  # noqa: E402
-                                  onnx_session, quantize_onnx, runtime_op_types)
 from mindcv_mobile.quant import count_fake_quant  # noqa: E402
+from mindcv_mobile.tasks import train, validate  # noqa: E402
 
 QAT_RECIPE = os.path.join(ROOT, "configs", "mobilenetv2_quant", "mobilenet_v2_quant_digits_cpu.yaml")
 HERE = os.path.dirname(os.path.abspath(__file__))
 FLOAT_RUN = "runs/mobilenet_v2_digits_float"
-FLOAT_OVERRIDES = {"quant": False, "ckpt_path": "", "ckpt_save_dir": FLOAT_RUN, "lr": 0.2, "epoch_size": 15,
-                   "warmup_epochs": 2, "decay_epochs": 13}
+FLOAT_OVERRIDES = {
+    "quant": False,
+    "ckpt_path": "",
+    "ckpt_save_dir": FLOAT_RUN,
+    "lr": 0.2,
+    "epoch_size": 15,
+    "warmup_epochs": 2,
+    "decay_epochs": 13,
+}
 
 
 def _abs(path: str) -> str:
@@ -104,11 +119,11 @@ def arrays(cfg, split: str):
 def onnx_logits(path: str, images: np.ndarray, batch: int = 64) -> np.ndarray:
     session = onnx_session(path)
     name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: images[i:i + batch]})[0] for i in range(0, len(images), batch)])
+    return np.concatenate([session.run(None, {name: images[i : i + batch]})[0] for i in range(0, len(images), batch)])
 
 
 def ms_logits(net, images: np.ndarray, batch: int = 64) -> np.ndarray:
-    return np.concatenate([net(ms.Tensor(images[i:i + batch])).asnumpy() for i in range(0, len(images), batch)])
+    return np.concatenate([net(ms.Tensor(images[i : i + batch])).asnumpy() for i in range(0, len(images), batch)])
 
 
 def _timed_round(session, feed: dict, seconds: float) -> float:
@@ -137,8 +152,15 @@ def speed(fp32: str, int8: str, image_size: int, seconds: float, rounds: int = 2
         for _ in range(rounds):
             for name, session in sessions.items():
                 times[name].append(_timed_round(session, {session.get_inputs()[0].name: x}, seconds / (2 * rounds)))
-        out[key] = {name: {"batch": batch, "ms_per_call_min": min(t), "ms_per_call_median": statistics.median(t),
-                           "img_per_s_best": 1000.0 * batch / min(t)} for name, t in times.items()}
+        out[key] = {
+            name: {
+                "batch": batch,
+                "ms_per_call_min": min(t),
+                "ms_per_call_median": statistics.median(t),
+                "img_per_s_best": 1000.0 * batch / min(t),
+            }
+            for name, t in times.items()
+        }
         out[key]["int8_speedup"] = min(times["fp32"]) / min(times["int8"])
         out[key]["int8_speedup_median"] = statistics.median(times["fp32"]) / statistics.median(times["int8"])
     return out
@@ -176,8 +198,11 @@ def main(argv=None) -> int:
     float_onnx_top1 = float((onnx_logits(float_onnx, val_x).argmax(1) == val_y).mean())
 
     # post-training int8 of the float model, calibrated on the train split
-    ptq_onnx = quantize_onnx(float_onnx, os.path.join(work, "float_ptq_int8.onnx"),
-                             calibration=[train_x[i:i + 64] for i in range(0, len(train_x), 64)])
+    ptq_onnx = quantize_onnx(
+        float_onnx,
+        os.path.join(work, "float_ptq_int8.onnx"),
+        calibration=[train_x[i : i + 64] for i in range(0, len(train_x), 64)],
+    )
     ptq_top1 = float((onnx_logits(ptq_onnx, val_x).argmax(1) == val_y).mean())
 
     # QAT: MindSpore simulation vs the int8 ONNX with the observers' ranges
@@ -197,39 +222,62 @@ def main(argv=None) -> int:
     big.set_train(False)
     big_fp32 = export_deploy_onnx(big, os.path.join(work, "mobilenet_v2_100_224_fp32.onnx"), 224)
     rng = np.random.default_rng(0)
-    big_int8 = quantize_onnx(big_fp32, os.path.join(work, "mobilenet_v2_100_224_int8.onnx"),
-                             calibration=[rng.standard_normal((4, 3, 224, 224)).astype(np.float32)])
+    big_int8 = quantize_onnx(
+        big_fp32,
+        os.path.join(work, "mobilenet_v2_100_224_int8.onnx"),
+        calibration=[rng.standard_normal((4, 3, 224, 224)).astype(np.float32)],
+    )
     big_speed = speed(big_fp32, big_int8, 224, args.seconds)
 
     results = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "mindspore": ms.__version__,
-                    "onnxruntime": __import__("onnxruntime").__version__,
-                    "load_average_at_end": list(os.getloadavg())},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "mindspore": ms.__version__,
+            "onnxruntime": __import__("onnxruntime").__version__,
+            "load_average_at_end": list(os.getloadavg()),
+        },
         "data": {"val_images": int(len(val_y)), "train_images": int(len(train_x)), "image_size": size},
         "model": qcfg.model,
         "fake_quant_points": count_fake_quant(qat_net),
-        "float": {"checkpoint": float_run["checkpoint"], "epochs": fcfg.epoch_size,
-                  "train_seconds": float_run["train_seconds"], "top1_mindspore": float_eval["Top_1_Accuracy"],
-                  "top1_onnx_fp32_bn_folded": float_onnx_top1},
+        "float": {
+            "checkpoint": float_run["checkpoint"],
+            "epochs": fcfg.epoch_size,
+            "train_seconds": float_run["train_seconds"],
+            "top1_mindspore": float_eval["Top_1_Accuracy"],
+            "top1_onnx_fp32_bn_folded": float_onnx_top1,
+        },
         "ptq_int8": {"top1_onnxruntime": ptq_top1, "calibration_images": int(len(train_x))},
-        "qat": {"checkpoint": qat_run["checkpoint"], "epochs": qcfg.epoch_size,
-                "train_seconds": qat_run["train_seconds"],
-                "quant_delay": qcfg.quant_delay, "freeze_bn": qcfg.freeze_bn,
-                "top1_mindspore_simulation": qat_eval["Top_1_Accuracy"], "top1_int8_onnx": float(
-                    (int8_logits.argmax(1) == val_y).mean()), "top1_fp32_deploy_onnx": qat_fp32_top1,
-                "int8_vs_simulation_identical_top1": agreement,
-                "int8_vs_simulation_max_abs_logit_diff": float(np.abs(int8_logits - simulated).max()),
-                "max_abs_logit": float(np.abs(simulated).max()),
-                "history": [{k: r.get(k) for k in ("epoch", "loss", "Top_1_Accuracy")} for r in qat_run["history"]]},
+        "qat": {
+            "checkpoint": qat_run["checkpoint"],
+            "epochs": qcfg.epoch_size,
+            "train_seconds": qat_run["train_seconds"],
+            "quant_delay": qcfg.quant_delay,
+            "freeze_bn": qcfg.freeze_bn,
+            "top1_mindspore_simulation": qat_eval["Top_1_Accuracy"],
+            "top1_int8_onnx": float((int8_logits.argmax(1) == val_y).mean()),
+            "top1_fp32_deploy_onnx": qat_fp32_top1,
+            "int8_vs_simulation_identical_top1": agreement,
+            "int8_vs_simulation_max_abs_logit_diff": float(np.abs(int8_logits - simulated).max()),
+            "max_abs_logit": float(np.abs(simulated).max()),
+            "history": [{k: r.get(k) for k in ("epoch", "loss", "Top_1_Accuracy")} for r in qat_run["history"]],
+        },
         "runtime_ops_int8": dict(runtime_op_types(exported.int8_onnx)),
         "speed_digits_64px": digits_speed,
         "speed_mobilenet_v2_100_224px": big_speed,
-        "file_bytes": {**sizes(qat_checkpoint=qat_run["checkpoint"], float_checkpoint=float_run["checkpoint"],
-                               deploy_mindir=mindir, fp32_onnx=exported.fp32_onnx, int8_onnx=exported.int8_onnx,
-                               ptq_int8_onnx=ptq_onnx),
-                       "mobilenet_v2_100_224_fp32_onnx": os.path.getsize(big_fp32),
-                       "mobilenet_v2_100_224_int8_onnx": os.path.getsize(big_int8)},
+        "file_bytes": {
+            **sizes(
+                qat_checkpoint=qat_run["checkpoint"],
+                float_checkpoint=float_run["checkpoint"],
+                deploy_mindir=mindir,
+                fp32_onnx=exported.fp32_onnx,
+                int8_onnx=exported.int8_onnx,
+                ptq_int8_onnx=ptq_onnx,
+            ),
+            "mobilenet_v2_100_224_fp32_onnx": os.path.getsize(big_fp32),
+            "mobilenet_v2_100_224_int8_onnx": os.path.getsize(big_int8),
+        },
     }
     with open(args.out + ".json", "w", encoding="utf-8") as f:
         json.dump(results, f, indent=1)
@@ -273,16 +321,22 @@ def markdown(r: dict) -> str:
         "| onnxruntime CPU | fp32 | int8 | int8 speed-up (best / median rounds) |",
         "|---|---|---|---|",
     ]
-    for title, key in (("digits model, 64 px", "speed_digits_64px"),
-                       ("MobileNetV2 1.0x, 224 px", "speed_mobilenet_v2_100_224px")):
+    for title, key in (
+        ("digits model, 64 px", "speed_digits_64px"),
+        ("MobileNetV2 1.0x, 224 px", "speed_mobilenet_v2_100_224px"),
+    ):
         s = r[key]
         b1, b32 = s["latency_batch1"], s["throughput_batch32"]
-        lines.append(f"| {title}: latency, batch 1 (ms) | {b1['fp32']['ms_per_call_min']:.2f} | "
-                     f"{b1['int8']['ms_per_call_min']:.2f} | {b1['int8_speedup']:.2f}x / "
-                     f"{b1['int8_speedup_median']:.2f}x |")
-        lines.append(f"| {title}: throughput, batch 32 (img/s) | {b32['fp32']['img_per_s_best']:.0f} | "
-                     f"{b32['int8']['img_per_s_best']:.0f} | {b32['int8_speedup']:.2f}x / "
-                     f"{b32['int8_speedup_median']:.2f}x |")
+        lines.append(
+            f"| {title}: latency, batch 1 (ms) | {b1['fp32']['ms_per_call_min']:.2f} | "
+            f"{b1['int8']['ms_per_call_min']:.2f} | {b1['int8_speedup']:.2f}x / "
+            f"{b1['int8_speedup_median']:.2f}x |"
+        )
+        lines.append(
+            f"| {title}: throughput, batch 32 (img/s) | {b32['fp32']['img_per_s_best']:.0f} | "
+            f"{b32['int8']['img_per_s_best']:.0f} | {b32['int8_speedup']:.2f}x / "
+            f"{b32['int8_speedup_median']:.2f}x |"
+        )
     mb = lambda n: f"{n / 1e6:.2f} MB"  # noqa: E731
     lines += [
         "",

@@ -131,6 +131,19 @@ def _check_channels(name: str, values, positive: bool = False) -> list[float]:
     return values
 
 
+# Recipe keys create_transforms takes as they are, and those it takes as tuples (YAML gives lists).
+_RECIPE_SCALARS = ("image_resize", "hflip", "vflip", "color_jitter", "interpolation", "auto_augment", "re_prob",
+                   "re_value", "re_max_attempts", "crop_pct")
+_RECIPE_PAIRS = ("scale", "ratio", "re_scale", "re_ratio", "mean", "std")
+
+
+def transform_kwargs(cfg) -> dict:
+    """:func:`create_transforms`' arguments from a recipe, all but ``is_training``."""
+    kwargs = {key: cfg[key] for key in _RECIPE_SCALARS}
+    kwargs.update({key: tuple(cfg[key]) for key in _RECIPE_PAIRS})
+    return {"dataset_name": cfg.dataset, **kwargs}
+
+
 def create_transforms(
     dataset_name: str = "imagenet",
     image_resize: int = 224,

@@ -6,6 +6,7 @@ fp32 ONNX) with ``<file>.json`` metadata and checks each against its reference; 
 a checkpoint, an ``.onnx`` or a ``.mindir`` file on image files. The workflows behind the entry
 scripts are ``tasks.export`` and ``tasks.infer``.
 """
+
 from .classify import Classification, classify, find_images, predictions_format, preprocess, write_predictions
 from .export import ExportResult, export_model
 from .metadata import BATCH_DIM, ExportedFile, read_class_names, read_metadata, write_metadata
@@ -31,10 +32,37 @@ from .verify import INT8_TOLERANCE, LOGIT_TOLERANCE, NOISE_FACTOR, export_tolera
 from .writer import EXPORT_FORMATS
 
 __all__ = [
-    "BATCH_DIM", "EXPORT_FORMATS", "INT8_TOLERANCE", "LOGIT_TOLERANCE", "NOISE_FACTOR", "ONNX_OPSET",
-    "Classification", "ExportResult", "ExportedFile", "Int8Export", "MindirPredictor", "OnnxPredictor", "classify",
-    "export_deploy_mindir", "export_deploy_onnx", "export_int8_onnx", "export_model", "export_tolerance",
-    "find_images", "float32_noise", "is_exported", "load_predictor", "onnx_range_overrides", "onnx_session",
-    "predictions_format", "preprocess", "quantize_onnx", "read_class_names", "read_metadata", "run_exported",
-    "runtime_op_types", "write_metadata", "write_predictions",
+    "BATCH_DIM",
+    "EXPORT_FORMATS",
+    "INT8_TOLERANCE",
+    "LOGIT_TOLERANCE",
+    "NOISE_FACTOR",
+    "ONNX_OPSET",
+    "Classification",
+    "ExportResult",
+    "ExportedFile",
+    "Int8Export",
+    "MindirPredictor",
+    "OnnxPredictor",
+    "classify",
+    "export_deploy_mindir",
+    "export_deploy_onnx",
+    "export_int8_onnx",
+    "export_model",
+    "export_tolerance",
+    "find_images",
+    "float32_noise",
+    "is_exported",
+    "load_predictor",
+    "onnx_range_overrides",
+    "onnx_session",
+    "predictions_format",
+    "preprocess",
+    "quantize_onnx",
+    "read_class_names",
+    "read_metadata",
+    "run_exported",
+    "runtime_op_types",
+    "write_metadata",
+    "write_predictions",
 ]

@@ -6,6 +6,7 @@ probe as the training data: a corrupt file is refused before MindSpore's decoder
 ``Decode`` kills the process on a JPEG with a broken Huffman table). An unreadable image is
 skipped with a warning naming it; the others are still classified.
 """
+
 from __future__ import annotations
 
 import csv
@@ -45,8 +46,11 @@ def find_images(inputs: Sequence[str]) -> list:
         if os.path.isdir(item):
             for dirpath, dirnames, filenames in os.walk(item):
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                found += [os.path.join(dirpath, n) for n in sorted(filenames)
-                          if not n.startswith(".") and n.lower().endswith(IMAGE_EXTENSIONS)]
+                found += [
+                    os.path.join(dirpath, n)
+                    for n in sorted(filenames)
+                    if not n.startswith(".") and n.lower().endswith(IMAGE_EXTENSIONS)
+                ]
         elif os.path.isfile(item):
             found.append(item)
         else:
@@ -103,8 +107,9 @@ def _exported_model(cfg: Config, path: str) -> tuple:
             if key in meta and key not in cfg.origins:
                 out[key] = meta[key]
     else:
-        _logger.warning("%s not found: preprocessing from the recipe / defaults (mean/std %s)", metadata_path(path),
-                        out.mean)
+        _logger.warning(
+            "%s not found: preprocessing from the recipe / defaults (mean/std %s)", metadata_path(path), out.mean
+        )
     size = predictor.image_size
     if size is None:
         out = resolve_eval_config(out)
@@ -126,8 +131,13 @@ def _checkpoint_model(cfg: Config) -> tuple:
     return predictor, cfg, classes_near(net.load_report.path)
 
 
-def classify(cfg: Config, inputs: Sequence[str], model_file: Optional[str] = None,
-             classes: Optional[Sequence[str]] = None, topk: int = 5) -> Classification:
+def classify(
+    cfg: Config,
+    inputs: Sequence[str],
+    model_file: Optional[str] = None,
+    classes: Optional[Sequence[str]] = None,
+    topk: int = 5,
+) -> Classification:
     """Top-``topk`` classes of every readable image in ``inputs`` (files or folders).
 
     ``model_file``: an ``.onnx`` or ``.mindir`` file, or a checkpoint / None for the weights of
@@ -151,8 +161,9 @@ def classify(cfg: Config, inputs: Sequence[str], model_file: Optional[str] = Non
     logits = predictor(images)
     num_classes = logits.shape[1]
     if names is not None and len(names) != num_classes:
-        raise ValueError(f"{len(names)} class names for a model with {num_classes} classes; "
-                         f"pass --classes with one name per class")
+        raise ValueError(
+            f"{len(names)} class names for a model with {num_classes} classes; pass --classes with one name per class"
+        )
     names = names or [str(i) for i in range(num_classes)]
     probs = _softmax(logits)
     k = min(int(topk), num_classes)
@@ -160,14 +171,20 @@ def classify(cfg: Config, inputs: Sequence[str], model_file: Optional[str] = Non
     for path, row, scores in zip(kept, probs, logits):
         # Ranked by logits: probabilities of confident predictions underflow to equal zeros.
         order = np.argsort(-scores, kind="stable")[:k]
-        predictions.append({"path": path, "top": [
-            {"rank": r + 1, "index": int(i), "class": names[i], "probability": float(row[i])}
-            for r, i in enumerate(order)]})
+        predictions.append(
+            {
+                "path": path,
+                "top": [
+                    {"rank": r + 1, "index": int(i), "class": names[i], "probability": float(row[i])}
+                    for r, i in enumerate(order)
+                ],
+            }
+        )
     return Classification(predictions=predictions, skipped=skipped)
 
 
 def predictions_format(path: str) -> str:
-    """".csv" or ".json" from ``path``'s extension; anything else is an error."""
+    """ ".csv" or ".json" from ``path``'s extension; anything else is an error."""
     ext = os.path.splitext(path)[1].lower()
     if ext not in (".csv", ".json"):
         raise ValueError(f"--output {path}: the extension must be .csv or .json")
@@ -183,11 +200,13 @@ def write_predictions(predictions: list, path: str) -> str:
         else:
             k = max((len(p["top"]) for p in predictions), default=0)
             writer = csv.writer(f)
-            writer.writerow(["path"] + [f"top{r}_{field}" for r in range(1, k + 1)
-                                        for field in ("class", "index", "probability")])
+            writer.writerow(
+                ["path"] + [f"top{r}_{field}" for r in range(1, k + 1) for field in ("class", "index", "probability")]
+            )
             for p in predictions:
-                writer.writerow([p["path"]] + [v for t in p["top"]
-                                               for v in (t["class"], t["index"], f"{t['probability']:.6f}")])
+                writer.writerow(
+                    [p["path"]] + [v for t in p["top"] for v in (t["class"], t["index"], f"{t['probability']:.6f}")]
+                )
     return path
 
 

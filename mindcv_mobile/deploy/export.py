@@ -14,6 +14,7 @@ cannot run here) every file is run on random images and compared with its refere
 ``verify``: float files with the Cell they were exported from, the int8 ONNX with MindSpore's QAT
 simulation; one failure removes the whole export.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,33 +56,12 @@ class ExportResult:
                 return exported
         raise KeyError(f"this export wrote no {role!r} file; it has {[f.role for f in self.files]}")
 
-    @property
-    def path(self) -> str:
-        return self.files[0].path
-
-    @property
-    def file_format(self) -> str:
-        return self.files[0].file_format
-
-    @property
-    def input_shape(self) -> tuple:
-        return self.files[0].input_shape
-
-    @property
-    def metadata_path(self) -> str:
-        return self.files[0].metadata_path
-
-    @property
-    def max_abs_diff(self) -> Optional[float]:
-        return self.files[0].max_abs_diff
-
-    @property
-    def max_abs_logit(self) -> Optional[float]:
-        return self.files[0].max_abs_logit
-
-    @property
-    def tolerance(self) -> Optional[float]:
-        return self.files[0].tolerance
+    # The main file's fields, read through (path, file_format, input_shape, metadata_path,
+    # max_abs_diff, max_abs_logit, tolerance, ...).
+    def __getattr__(self, name: str):
+        if name.startswith("_") or name in ("files", "checkpoint"):
+            raise AttributeError(name)
+        return getattr(self.files[0], name)
 
 
 @dataclasses.dataclass
@@ -120,8 +100,10 @@ def _output_path(cfg: Config, file_format: str, output: Optional[str]) -> str:
     if not given:
         return path + ext
     if given.lower() != ext:
-        raise ValueError(f"--output {path} ends in {given} but --file_format {file_format} writes {ext} files; "
-                         f"use --output {root}{ext}")
+        raise ValueError(
+            f"--output {path} ends in {given} but --file_format {file_format} writes {ext} files; "
+            f"use --output {root}{ext}"
+        )
     return path
 
 
@@ -135,8 +117,9 @@ def _quant_stem(cfg: Config, output: Optional[str]) -> str:
     return path
 
 
-def _float_plan(net: nn.Cell, file_format: str, path: str, x: np.ndarray, images: Optional[np.ndarray],
-                seed: int) -> _Plan:
+def _float_plan(
+    net: nn.Cell, file_format: str, path: str, x: np.ndarray, images: Optional[np.ndarray], seed: int
+) -> _Plan:
     batch = BATCH_DIM if file_format == "ONNX" else len(x)
     exported = ExportedFile(path, file_format, "model", FLOAT_PRECISION, (batch,) + x.shape[1:])
     # The reference is taken before the export traces the Cell.
@@ -159,14 +142,23 @@ def _quant_plan(net: nn.Cell, stem: str, x: np.ndarray, images: Optional[np.ndar
     plan = _Plan()
     # A fresh deploy Cell per file: MindSpore 2.10 crashes exporting one Cell instance twice.
     plan.add(mindir, lambda: write_cell(build_deploy_net(net), ms.Tensor(x), "MINDIR", mindir.path), deploy_reference)
-    plan.add(fp32, lambda: write_cell(build_deploy_net(net), ms.Tensor(x[:1]), "ONNX", fp32.path, ONNX_OPSET),
-             deploy_reference)
+    plan.add(
+        fp32,
+        lambda: write_cell(build_deploy_net(net), ms.Tensor(x[:1]), "ONNX", fp32.path, ONNX_OPSET),
+        deploy_reference,
+    )
     plan.add(int8, lambda: quantize_onnx(fp32.path, int8.path, onnx_range_overrides(fp32.path, net)), simulation)
     return plan
 
 
-def export_model(cfg: Config, file_format: str = "MINDIR", output: Optional[str] = None, batch_size: int = 1,
-                 verify: bool = True, seed: int = 0) -> ExportResult:
+def export_model(
+    cfg: Config,
+    file_format: str = "MINDIR",
+    output: Optional[str] = None,
+    batch_size: int = 1,
+    verify: bool = True,
+    seed: int = 0,
+) -> ExportResult:
     """Export the weights of ``cfg`` (``ckpt_path`` or ``pretrained``; a QAT checkpoint when
     ``cfg.quant``) and check every written file against its reference.
 
@@ -186,11 +178,14 @@ def export_model(cfg: Config, file_format: str = "MINDIR", output: Optional[str]
     fmt = _check_arguments(file_format, batch_size)
     cfg = eval_config(cfg)
     if fmt == "AIR" and cfg.quant:
-        raise ValueError("--quant True writes a deploy-graph MINDIR and int8 ONNX files, not AIR; use --file_format "
-                         "MINDIR or ONNX")
+        raise ValueError(
+            "--quant True writes a deploy-graph MINDIR and int8 ONNX files, not AIR; use --file_format MINDIR or ONNX"
+        )
     if fmt == "AIR" and pick_device(cfg.device_target) != "Ascend":
-        raise RuntimeError(f"AIR export needs Ascend: MindSpore writes AIR files only with the Ascend backend, and "
-                           f"this process runs on {pick_device(cfg.device_target)}; use --file_format MINDIR or ONNX")
+        raise RuntimeError(
+            f"AIR export needs Ascend: MindSpore writes AIR files only with the Ascend backend, and "
+            f"this process runs on {pick_device(cfg.device_target)}; use --file_format MINDIR or ONNX"
+        )
     target = _quant_stem(cfg, output) if cfg.quant else _output_path(cfg, fmt, output)
     net = load_eval_network(cfg)  # a fresh Cell for every export
     size = (cfg.in_channels, cfg.image_resize, cfg.image_resize)
@@ -213,5 +208,12 @@ def export_model(cfg: Config, file_format: str = "MINDIR", output: Optional[str]
     return ExportResult(files=plan.files, checkpoint=checkpoint)
 
 
-__all__ = ["DEPLOY_PRECISION", "EXPORT_FORMATS", "FLOAT_PRECISION", "INT8_PRECISION", "VERIFY_IMAGES",
-           "ExportResult", "export_model"]
+__all__ = [
+    "DEPLOY_PRECISION",
+    "EXPORT_FORMATS",
+    "FLOAT_PRECISION",
+    "INT8_PRECISION",
+    "VERIFY_IMAGES",
+    "ExportResult",
+    "export_model",
+]

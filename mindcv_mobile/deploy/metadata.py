@@ -4,6 +4,7 @@ Input name and shape, the eval preprocessing (resize, crop, normalisation), the 
 when the checkpoint's run directory has them, the class names. ``infer.py`` reads it back for
 ``.onnx`` and ``.mindir`` files, so an exported file classifies images without its recipe.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -59,11 +60,22 @@ def metadata_path(path: str) -> str:
 def write_metadata(cfg: Config, exported: ExportedFile, checkpoint: str) -> str:
     """Write ``<file>.json`` for ``exported`` (preprocessing from ``cfg``, class names from the run
     directory of ``checkpoint`` when it has a classes.json); returns its path."""
-    meta = {"model": cfg.model, "num_classes": cfg.num_classes, "file_format": exported.file_format,
-            "precision": exported.precision, "input_name": INPUT_NAME, "output_name": OUTPUT_NAME,
-            "input_shape": list(exported.input_shape), "dataset": cfg.dataset, "image_resize": cfg.image_resize,
-            "crop_pct": cfg.crop_pct, "interpolation": cfg.interpolation, "mean": list(cfg.mean),
-            "std": list(cfg.std), "checkpoint": checkpoint}
+    meta = {
+        "model": cfg.model,
+        "num_classes": cfg.num_classes,
+        "file_format": exported.file_format,
+        "precision": exported.precision,
+        "input_name": INPUT_NAME,
+        "output_name": OUTPUT_NAME,
+        "input_shape": list(exported.input_shape),
+        "dataset": cfg.dataset,
+        "image_resize": cfg.image_resize,
+        "crop_pct": cfg.crop_pct,
+        "interpolation": cfg.interpolation,
+        "mean": list(cfg.mean),
+        "std": list(cfg.std),
+        "checkpoint": checkpoint,
+    }
     names = classes_near(checkpoint) if checkpoint else None
     if names is not None:
         meta["classes"] = names
@@ -112,6 +124,15 @@ def read_class_names(path: str) -> list:
 
 
 __all__ = [
-    "BATCH_DIM", "INPUT_NAME", "OUTPUT_NAME", "PREPROCESSING_KEYS", "ExportedFile", "metadata_batch",
-    "metadata_image_size", "metadata_path", "read_class_names", "read_metadata", "write_metadata",
+    "BATCH_DIM",
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+    "PREPROCESSING_KEYS",
+    "ExportedFile",
+    "metadata_batch",
+    "metadata_image_size",
+    "metadata_path",
+    "read_class_names",
+    "read_metadata",
+    "write_metadata",
 ]

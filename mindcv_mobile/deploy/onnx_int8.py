@@ -11,6 +11,7 @@ exactly; at load time onnxruntime fuses the Q/DQ pairs into QLinearConv / QLinea
 Without overrides, :func:`quantize_onnx` quantizes post-training from ``calibration`` batches:
 the PTQ baseline of ``benchmarks/quant``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,16 +37,18 @@ def _trace_input(image_size: int, in_channels: int, batch_size: int = 1) -> ms.T
     return ms.Tensor(np.zeros((batch_size, in_channels, image_size, image_size), np.float32))
 
 
-def export_deploy_mindir(net: Union[QuantMobileNetV2, MobileNet], path: str, image_size: int, in_channels: int = 3,
-                         batch_size: int = 1) -> str:
+def export_deploy_mindir(
+    net: Union[QuantMobileNetV2, MobileNet], path: str, image_size: int, in_channels: int = 3, batch_size: int = 1
+) -> str:
     """Write the deploy graph of ``net`` as MINDIR with a fixed ``batch_size``; returns the path
     (``.mindir`` appended when missing)."""
     path = _with_suffix(path, ".mindir")
     return write_cell(build_deploy_net(net), _trace_input(image_size, in_channels, batch_size), "MINDIR", path)
 
 
-def export_deploy_onnx(net: Union[QuantMobileNetV2, MobileNet], path: str, image_size: int,
-                       in_channels: int = 3) -> str:
+def export_deploy_onnx(
+    net: Union[QuantMobileNetV2, MobileNet], path: str, image_size: int, in_channels: int = 3
+) -> str:
     """Write the float deploy graph of ``net`` as ONNX (opset 13, input ``image``, output
     ``logits``, dynamic batch); returns the path (``.onnx`` appended when missing)."""
     path = _with_suffix(path, ".onnx")
@@ -84,8 +87,9 @@ def onnx_range_overrides(onnx_path: str, net: QuantMobileNetV2) -> dict:
         if node.op_type == "Conv":
             point = conv_points.pop(node.input[1], None)
             if point is None:
-                raise ValueError(f"ONNX Conv {node.name} has weight {node.input[1]!r}, which is no conv of the "
-                                 f"QAT model")
+                raise ValueError(
+                    f"ONNX Conv {node.name} has weight {node.input[1]!r}, which is no conv of the QAT model"
+                )
             overrides[node.output[0]] = entry(point)
             for user in consumers.get(node.output[0], []):
                 if user.op_type == "Clip":  # ReLU6: onnxruntime folds it into the uint8 range
@@ -95,9 +99,11 @@ def onnx_range_overrides(onnx_path: str, net: QuantMobileNetV2) -> dict:
         elif node.op_type == "Gemm":
             gemms.append(node)
     if conv_points or len(adds) != len(add_points) or len(gemms) != 1:
-        raise ValueError(f"the ONNX graph does not match the QAT model: convs without a node "
-                         f"{sorted(conv_points)[:3]}, {len(adds)} Add nodes for {len(add_points)} residual adds, "
-                         f"{len(gemms)} Gemm nodes for 1")
+        raise ValueError(
+            f"the ONNX graph does not match the QAT model: convs without a node "
+            f"{sorted(conv_points)[:3]}, {len(adds)} Add nodes for {len(add_points)} residual adds, "
+            f"{len(gemms)} Gemm nodes for 1"
+        )
     for node, point in zip(adds, add_points):
         overrides[node.output[0]] = entry(point)
     overrides[gemms[0].input[0]] = entry(net.pool_quant)
@@ -120,6 +126,7 @@ def _quantize_static(source: str, target: str, batches: list, overrides: Optiona
     """onnxruntime's static QDQ quantization of ``source`` into ``target`` (both in a private folder)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
     try:
         from onnxruntime.quantization.shape_inference import quant_pre_process
     except ImportError:  # it needs sympy; without it onnxruntime only warns that it was skipped
@@ -142,14 +149,23 @@ def _quantize_static(source: str, target: str, batches: list, overrides: Optiona
     if overrides:
         extra["TensorQuantOverrides"] = overrides
     input_name = onnx.load(source).graph.input[0].name
-    quantize_static(source, target, _Batches(input_name, batches), quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=["Conv", "Clip", "Add", "Gemm"], per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.MinMax, extra_options=extra)
+    quantize_static(
+        source,
+        target,
+        _Batches(input_name, batches),
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=["Conv", "Clip", "Add", "Gemm"],
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+        extra_options=extra,
+    )
 
 
-def quantize_onnx(fp32_path: str, int8_path: str, overrides: Optional[dict] = None,
-                  calibration: Optional[Iterable[np.ndarray]] = None) -> str:
+def quantize_onnx(
+    fp32_path: str, int8_path: str, overrides: Optional[dict] = None, calibration: Optional[Iterable[np.ndarray]] = None
+) -> str:
     """Quantize a float ONNX model to int8 QDQ (uint8 activations, per-channel int8 weights)
     with a dynamic batch axis; returns ``int8_path``.
 
@@ -174,19 +190,25 @@ def quantize_onnx(fp32_path: str, int8_path: str, overrides: Optional[dict] = No
         quantized = {node.input[0] for node in int8_model.graph.node if node.op_type == "QuantizeLinear"}
         uncovered = sorted(name for name in quantized if name not in overrides)
         if uncovered:
-            raise ValueError(f"{int8_path}: activations {uncovered[:5]} were quantized with calibration "
-                             f"ranges, not QAT observer ranges")
+            raise ValueError(
+                f"{int8_path}: activations {uncovered[:5]} were quantized with calibration "
+                f"ranges, not QAT observer ranges"
+            )
     return write_onnx(dynamic_batch(int8_model), int8_path)
 
 
 def check_trained_qat(net) -> None:
     """Raise unless ``net`` is a QAT model whose observers hold ranges (int8 needs them)."""
     if not isinstance(net, QuantMobileNetV2):
-        raise ValueError(f"an int8 ONNX needs a QAT model (quantize_model / quant: True), got {type(net).__name__}; "
-                         f"for a float model use export_deploy_onnx + quantize_onnx")
+        raise ValueError(
+            f"an int8 ONNX needs a QAT model (quantize_model / quant: True), got {type(net).__name__}; "
+            f"for a float model use export_deploy_onnx + quantize_onnx"
+        )
     if int(net.quant_step.asnumpy()) == 0:
-        raise ValueError("the QAT model has not trained a single step: its activation observers hold no ranges "
-                         "(fine-tune with quant: true first)")
+        raise ValueError(
+            "the QAT model has not trained a single step: its activation observers hold no ranges "
+            "(fine-tune with quant: true first)"
+        )
 
 
 @dataclasses.dataclass
@@ -198,8 +220,9 @@ class Int8Export:
     quantized_tensors: int
 
 
-def export_int8_onnx(net: QuantMobileNetV2, path: str, image_size: int, in_channels: int = 3,
-                     fp32_path: Optional[str] = None) -> Int8Export:
+def export_int8_onnx(
+    net: QuantMobileNetV2, path: str, image_size: int, in_channels: int = 3, fp32_path: Optional[str] = None
+) -> Int8Export:
     """Export a trained QAT model as an int8 ONNX (QDQ) whose activation ranges are the QAT
     observers'. The float deploy graph goes to ``fp32_path`` (default: beside ``path`` with
     ``_fp32`` appended), the fp32 reference with the same (int8-grid) weights."""
@@ -212,5 +235,13 @@ def export_int8_onnx(net: QuantMobileNetV2, path: str, image_size: int, in_chann
     return Int8Export(int8_onnx=path, fp32_onnx=fp32_path, quantized_tensors=len(overrides))
 
 
-__all__ = ["ONNX_OPSET", "Int8Export", "check_trained_qat", "export_deploy_mindir", "export_deploy_onnx",
-           "export_int8_onnx", "onnx_range_overrides", "quantize_onnx"]
+__all__ = [
+    "ONNX_OPSET",
+    "Int8Export",
+    "check_trained_qat",
+    "export_deploy_mindir",
+    "export_deploy_onnx",
+    "export_int8_onnx",
+    "onnx_range_overrides",
+    "quantize_onnx",
+]

@@ -5,6 +5,7 @@ graph optimisations: int8 Q/DQ pairs fuse into QLinearConv / QLinearAdd / QGemm 
 predictor is ``predictor(images NCHW float32) -> logits``; files with a fixed batch (MINDIR, or
 ONNX exported elsewhere) are fed in chunks of that batch, the last one zero-padded.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,9 @@ def is_exported(path: str) -> bool:
     return bool(path) and path.lower().endswith(EXPORTED_SUFFIXES)
 
 
-def in_batches(run: Callable[[np.ndarray], np.ndarray], images: np.ndarray, batch: Optional[int],
-               pad: bool = True) -> np.ndarray:
+def in_batches(
+    run: Callable[[np.ndarray], np.ndarray], images: np.ndarray, batch: Optional[int], pad: bool = True
+) -> np.ndarray:
     """``run`` on ``images`` in chunks of ``batch``. ``batch`` None (any batch size): chunks of
     ``RUN_BATCH``, unpadded; otherwise with ``pad`` the last chunk is zero-padded to ``batch`` (a
     fixed input shape) and the padding's outputs dropped."""
@@ -38,7 +40,7 @@ def in_batches(run: Callable[[np.ndarray], np.ndarray], images: np.ndarray, batc
         batch, pad = RUN_BATCH, False
     outputs = []
     for start in range(0, len(images), batch):
-        chunk = images[start:start + batch]
+        chunk = images[start : start + batch]
         real = len(chunk)
         if pad and real < batch:
             chunk = np.concatenate([chunk, np.zeros((batch - real,) + chunk.shape[1:], np.float32)])
@@ -140,5 +142,15 @@ def runtime_op_types(path: str) -> Counter:
         return Counter(node.op_type for node in onnx.load(optimized).graph.node)
 
 
-__all__ = ["EXPORTED_SUFFIXES", "RUN_BATCH", "MindirPredictor", "OnnxPredictor", "in_batches", "is_exported",
-           "load_predictor", "onnx_session", "run_exported", "runtime_op_types"]
+__all__ = [
+    "EXPORTED_SUFFIXES",
+    "RUN_BATCH",
+    "MindirPredictor",
+    "OnnxPredictor",
+    "in_batches",
+    "is_exported",
+    "load_predictor",
+    "onnx_session",
+    "run_exported",
+    "runtime_op_types",
+]

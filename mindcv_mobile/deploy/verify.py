@@ -3,6 +3,7 @@
 looking like a finished export: the whole export, metadata included, is removed and the error
 says so.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,7 +46,7 @@ def float32_noise(net: nn.Cell, images: np.ndarray, seed: int = 0) -> float:
     """How far ``net``'s outputs move when every input value is changed by one float32 ulp (2^-23
     relative, random sign): the size of the rounding differences another kernel order gives."""
     sign = np.sign(np.random.default_rng(seed).standard_normal(images.shape)).astype(np.float32)
-    nudged = (images * (1 + np.float32(2.0 ** -23) * sign)).astype(np.float32)
+    nudged = (images * (1 + np.float32(2.0**-23) * sign)).astype(np.float32)
     return float(np.abs(net(ms.Tensor(nudged)).asnumpy() - net(ms.Tensor(images)).asnumpy()).max())
 
 
@@ -85,16 +86,30 @@ def verify_or_remove(files: Sequence[ExportedFile], references: dict, images: np
         exported.max_abs_logit = float(np.abs(reference.logits).max())
         exported.top1_agreement = float((logits.argmax(1) == reference.logits.argmax(1)).mean())
         if exported.max_abs_diff > reference.tolerance:
-            failures.append(f"{exported.path}: logits differ from {reference.name}'s by up to "
-                            f"{exported.max_abs_diff:.3g} (tolerance {reference.tolerance:.3g})")
+            failures.append(
+                f"{exported.path}: logits differ from {reference.name}'s by up to "
+                f"{exported.max_abs_diff:.3g} (tolerance {reference.tolerance:.3g})"
+            )
         else:
-            _logger.info("%s: logits match %s's within %.3g (tolerance %.3g, max |logit| %.3g)", exported.path,
-                         reference.name, exported.max_abs_diff, reference.tolerance, exported.max_abs_logit)
+            _logger.info(
+                "%s: logits match %s's within %.3g (tolerance %.3g, max |logit| %.3g)",
+                exported.path,
+                reference.name,
+                exported.max_abs_diff,
+                reference.tolerance,
+                exported.max_abs_logit,
+            )
     if failures:
         removed = remove_export([f.path for f in files])
-        raise RuntimeError(f"{'; '.join(failures)}; the export is not faithful and was removed "
-                           f"({', '.join(removed)})")
+        raise RuntimeError(f"{'; '.join(failures)}; the export is not faithful and was removed ({', '.join(removed)})")
 
 
-__all__ = ["INT8_TOLERANCE", "LOGIT_TOLERANCE", "NOISE_FACTOR", "Reference", "export_tolerance", "float32_noise",
-           "verify_or_remove"]
+__all__ = [
+    "INT8_TOLERANCE",
+    "LOGIT_TOLERANCE",
+    "NOISE_FACTOR",
+    "Reference",
+    "export_tolerance",
+    "float32_noise",
+    "verify_or_remove",
+]

@@ -5,6 +5,7 @@ files, so they (and onnxruntime's quantizer) write into a private folder from ``
 result is then copied into place through ``files.atomic_path``: a failed export leaves no
 partial file, and an unwritable destination is an error naming that destination.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -104,5 +105,4 @@ def remove_export(paths: Sequence[str]) -> list:
     return removed
 
 
-__all__ = ["EXPORT_FORMATS", "dynamic_batch", "install", "private_folder", "remove_export", "write_cell",
-           "write_onnx"]
+__all__ = ["EXPORT_FORMATS", "dynamic_batch", "install", "private_folder", "remove_export", "write_cell", "write_onnx"]

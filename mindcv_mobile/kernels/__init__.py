@@ -19,6 +19,7 @@ excluding the cache, ``MINDCV_MOBILE_CPU_KERNELS=0``) ``library()`` says why.
 
 Imports nothing of the package but :mod:`mindcv_mobile.host`.
 """
+
 from .cache import SWITCH_ENV, kernels_dir, library
 from .context import build, current, use
 from .ops import DEPTHWISE_SUPPORTED, make_channel_mean, make_channel_scale, make_depthwise, make_hardswish

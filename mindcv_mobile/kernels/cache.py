@@ -14,6 +14,7 @@ is rebuilt, never loaded. The compiler writes to a private ``mkstemp`` name in t
 is renamed into place; builds are serialised by a lock file, since ranks of one job start together.
 Any refusal is a one-line reason, and layers keep MindSpore's ops.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -95,12 +96,16 @@ def _check_private(path: Path, is_dir: bool) -> None:
     if not kind_ok:
         raise Refused(f"not loading compiled kernels: {path} is not a {'folder' if is_dir else 'regular file'}")
     if info.st_uid != os.getuid():
-        raise Refused(f"not loading compiled kernels: the {what} {path} belongs to uid {info.st_uid}, not to you "
-                      f"(uid {os.getuid()}); set {CACHE_ENV} to a folder of your own")
+        raise Refused(
+            f"not loading compiled kernels: the {what} {path} belongs to uid {info.st_uid}, not to you "
+            f"(uid {os.getuid()}); set {CACHE_ENV} to a folder of your own"
+        )
     if info.st_mode & _OTHERS_WRITE:
-        raise Refused(f"not loading compiled kernels: the {what} {path} is writable by group or others (mode "
-                      f"{stat.S_IMODE(info.st_mode):o}); only a {what} no one else can write is trusted: chmod go-w "
-                      f"it")
+        raise Refused(
+            f"not loading compiled kernels: the {what} {path} is writable by group or others (mode "
+            f"{stat.S_IMODE(info.st_mode):o}); only a {what} no one else can write is trusted: chmod go-w "
+            f"it"
+        )
 
 
 def _private_folder(folder: Path) -> None:
@@ -124,8 +129,10 @@ def _recorded_digest(digest_file: Path) -> str:
     _check_private(digest_file, is_dir=False)
     text = digest_file.read_text(encoding="ascii", errors="replace").strip()
     if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
-        raise Refused(f"not loading compiled kernels: {digest_file} holds no sha256 digest; delete it and the "
-                      f"library beside it to rebuild")
+        raise Refused(
+            f"not loading compiled kernels: {digest_file} holds no sha256 digest; delete it and the "
+            f"library beside it to rebuild"
+        )
     return text
 
 
@@ -133,8 +140,10 @@ def _verify(library: Path, recorded: str) -> None:
     _check_private(library, is_dir=False)
     actual = sha256_file(library)
     if actual != recorded:
-        raise Refused(f"not loading {library}: its sha256 {actual[:16]}... differs from {recorded[:16]}... recorded "
-                      f"when it was built (the file changed since); delete it to rebuild")
+        raise Refused(
+            f"not loading {library}: its sha256 {actual[:16]}... differs from {recorded[:16]}... recorded "
+            f"when it was built (the file changed since); delete it to rebuild"
+        )
 
 
 def _write_digest(digest_file: Path, digest: str) -> None:
@@ -159,8 +168,9 @@ def _compile(compiler: str, library: Path, digest_file: Path) -> None:
     os.close(fd)
     try:
         try:
-            proc = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", tmp], check=False, capture_output=True,
-                                  text=True, timeout=600)
+            proc = subprocess.run(
+                [compiler, *FLAGS, str(SOURCE), "-o", tmp], check=False, capture_output=True, text=True, timeout=600
+            )
         except (OSError, subprocess.SubprocessError) as exc:
             raise Refused(f"{compiler} failed: {exc}") from exc
         if proc.returncode != 0:

@@ -4,6 +4,7 @@ Layers read it once, in ``__init__``; a model built outside such a block (the de
 MindSpore's own ops and exports anywhere, whatever else the process did before. The variable is
 per thread (and per asyncio task), so a block never leaks into code running beside it.
 """
+
 from __future__ import annotations
 
 import contextlib

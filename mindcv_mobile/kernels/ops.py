@@ -4,6 +4,7 @@
 The ops run the same math as MindSpore's (checked in tests/test_cpu_kernels.py) and have no
 parameters of their own: a layer keeps its ``weight``, so checkpoints do not depend on them.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -45,58 +46,72 @@ def make_depthwise(path: str, kernel: int, stride: int, pad_mode: str, padding: 
     def out_shape(x, weight, cfg):
         return (x[0], x[1]) + tuple(_out_size(s, kernel, stride, pad_mode, padding) for s in x[2:])
 
-    backward_data = ops.Custom(f"{path}:DepthwiseBackwardData", out_shape=lambda dy, w, c, x: x,
-                               out_dtype=lambda dy, w, c, x: x, func_type="aot")
-    backward_weight = ops.Custom(f"{path}:DepthwiseBackwardWeight", out_shape=lambda dy, x, c, w: w,
-                                 out_dtype=lambda dy, x, c, w: w, func_type="aot")
+    backward_data = ops.Custom(
+        f"{path}:DepthwiseBackwardData",
+        out_shape=lambda dy, w, c, x: x,
+        out_dtype=lambda dy, w, c, x: x,
+        func_type="aot",
+    )
+    backward_weight = ops.Custom(
+        f"{path}:DepthwiseBackwardWeight",
+        out_shape=lambda dy, x, c, w: w,
+        out_dtype=lambda dy, x, c, w: w,
+        func_type="aot",
+    )
 
     def bprop(x, weight, cfg, out, dout):
         return backward_data(dout, weight, cfg, x), backward_weight(dout, x, cfg, weight), ops.zeros_like(cfg)
 
-    op = ops.Custom(f"{path}:DepthwiseForward", out_shape=out_shape, out_dtype=lambda x, w, c: x,
-                    func_type="aot", bprop=bprop)
+    op = ops.Custom(
+        f"{path}:DepthwiseForward", out_shape=out_shape, out_dtype=lambda x, w, c: x, func_type="aot", bprop=bprop
+    )
     _tag(f"k{kernel}s{stride}{pad_mode}{padding}", op, backward_data, backward_weight)
     return op, cfg
 
 
-def make_channel_mean(path: str) -> tuple:
-    """``(op, cfg)``: ``op(x, cfg)`` is ``x.mean((2, 3), keep_dims=True)``, differentiable in x."""
-    backward = ops.Custom(f"{path}:ChannelMeanBackward", out_shape=lambda d, c, x: x, out_dtype=lambda d, c, x: x,
-                          func_type="aot")
+def _unary(path: str, name: str, out_shape, backward_takes_x: bool) -> tuple:
+    """``(op, cfg)`` for a kernel ``op(x, cfg)`` with a compiled backward ``name + "Backward"``
+    taking ``(dout, cfg, x)`` (shape from x) or ``(dout, x, cfg)``."""
+    backward = ops.Custom(
+        f"{path}:{name}Backward",
+        out_shape=lambda *shapes: shapes[2 if backward_takes_x else 1],
+        out_dtype=lambda *types: types[2 if backward_takes_x else 1],
+        func_type="aot",
+    )
 
     def bprop(x, cfg, out, dout):
-        return backward(dout, cfg, x), ops.zeros_like(cfg)
+        return (backward(dout, cfg, x) if backward_takes_x else backward(dout, x, cfg)), ops.zeros_like(cfg)
 
-    op = ops.Custom(f"{path}:ChannelMean", out_shape=lambda x, c: (x[0], x[1], 1, 1), out_dtype=lambda x, c: x,
-                    func_type="aot", bprop=bprop)
-    _tag("channel_mean", op, backward)
+    op = ops.Custom(f"{path}:{name}", out_shape=out_shape, out_dtype=lambda x, c: x, func_type="aot", bprop=bprop)
+    _tag(name, op, backward)
     return op, _threads_cfg()
+
+
+def make_channel_mean(path: str) -> tuple:
+    """``(op, cfg)``: ``op(x, cfg)`` is ``x.mean((2, 3), keep_dims=True)``, differentiable in x."""
+    return _unary(path, "ChannelMean", lambda x, c: (x[0], x[1], 1, 1), backward_takes_x=True)
 
 
 def make_channel_scale(path: str) -> tuple:
     """``(op, cfg)``: ``op(x, s, cfg)`` is ``x * s`` for s of shape (N, C, 1, 1), differentiable in both."""
-    backward = ops.Custom(f"{path}:ChannelScaleBackward", out_shape=lambda d, x, s, c: (x, s),
-                          out_dtype=lambda d, x, s, c: (x, s), func_type="aot")
+    backward = ops.Custom(
+        f"{path}:ChannelScaleBackward",
+        out_shape=lambda d, x, s, c: (x, s),
+        out_dtype=lambda d, x, s, c: (x, s),
+        func_type="aot",
+    )
 
     def bprop(x, scale, cfg, out, dout):
         dx, dscale = backward(dout, x, scale, cfg)
         return dx, dscale, ops.zeros_like(cfg)
 
-    op = ops.Custom(f"{path}:ChannelScale", out_shape=lambda x, s, c: x, out_dtype=lambda x, s, c: x,
-                    func_type="aot", bprop=bprop)
+    op = ops.Custom(
+        f"{path}:ChannelScale", out_shape=lambda x, s, c: x, out_dtype=lambda x, s, c: x, func_type="aot", bprop=bprop
+    )
     _tag("channel_scale", op, backward)
     return op, _threads_cfg()
 
 
 def make_hardswish(path: str) -> tuple:
     """``(op, cfg)``: ``op(x, cfg)`` is ``x * relu6(x + 3) / 6``, differentiable in x."""
-    backward = ops.Custom(f"{path}:HardSwishBackward", out_shape=lambda d, x, c: x, out_dtype=lambda d, x, c: x,
-                          func_type="aot")
-
-    def bprop(x, cfg, out, dout):
-        return backward(dout, x, cfg), ops.zeros_like(cfg)
-
-    op = ops.Custom(f"{path}:HardSwish", out_shape=lambda x, c: x, out_dtype=lambda x, c: x, func_type="aot",
-                    bprop=bprop)
-    _tag("hardswish", op, backward)
-    return op, _threads_cfg()
+    return _unary(path, "HardSwish", lambda x, c: x, backward_takes_x=False)

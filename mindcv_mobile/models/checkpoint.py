@@ -3,6 +3,7 @@
 Loading never silently leaves random weights behind: every parameter of the network is either
 loaded, or reported (head dropped for fine-tuning), or the load fails naming the parameter.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,10 +24,28 @@ _logger = logging.getLogger(__name__)
 
 # Entries a training checkpoint holds besides the network's own parameters (optimizer slots,
 # loss scale, step counters). They are not "unexpected" when loading weights only.
-TRAIN_STATE_PREFIXES = ("moments.", "accum.", "moment1.", "moment2.", "mean_grad.", "mean_square.", "beta1_power",
-                        "beta2_power", "learning_rate", "global_step", "scale_sense", "current_iterator_step",
-                        "last_overflow_iterator_step", "epoch_num", "step_num", "loss_scale", "ema.", "adam_",
-                        "train_state.", "momentum")
+TRAIN_STATE_PREFIXES = (
+    "moments.",
+    "accum.",
+    "moment1.",
+    "moment2.",
+    "mean_grad.",
+    "mean_square.",
+    "beta1_power",
+    "beta2_power",
+    "learning_rate",
+    "global_step",
+    "scale_sense",
+    "current_iterator_step",
+    "last_overflow_iterator_step",
+    "epoch_num",
+    "step_num",
+    "loss_scale",
+    "ema.",
+    "adam_",
+    "train_state.",
+    "momentum",
+)
 
 
 class CheckpointWriteError(WriteError):
@@ -45,8 +64,10 @@ class LoadReport:
 
     def __str__(self) -> str:
         why = " (mindcv's 1001-class release, unused last logit)" if self.head.startswith("sliced") else ""
-        return (f"loaded {self.path}: head {self.head}{why}; {len(self.missing)} missing "
-                f"{self.missing[:5]}; {len(self.unexpected)} unexpected {self.unexpected[:5]}")
+        return (
+            f"loaded {self.path}: head {self.head}{why}; {len(self.missing)} missing "
+            f"{self.missing[:5]}; {len(self.unexpected)} unexpected {self.unexpected[:5]}"
+        )
 
 
 def sha256_of(path: str) -> str:
@@ -71,13 +92,16 @@ def pretrained_path(model_name: str) -> str:
         raise FileNotFoundError(
             f"released weights for {model_name} are not in the cache. Download {cfg.url} to {path} "
             f"(e.g. `mkdir -p {path.parent} && curl -L -o {path} {cfg.url}`), or set ${CACHE_ENV} "
-            f"to the folder that holds {cfg.filename}")
+            f"to the folder that holds {cfg.filename}"
+        )
     expected = cfg.sha256_prefix
     if expected:
         actual = sha256_of(str(path))
         if not actual.startswith(expected):
-            raise ValueError(f"{path} has sha256 {actual[:len(expected)]}..., expected {expected}... "
-                             f"(from its url {cfg.url}); the file is corrupt or another version")
+            raise ValueError(
+                f"{path} has sha256 {actual[: len(expected)]}..., expected {expected}... "
+                f"(from its url {cfg.url}); the file is corrupt or another version"
+            )
     return str(path)
 
 
@@ -107,8 +131,10 @@ def load_checkpoint(path: str) -> dict:
     try:
         return ms.load_checkpoint(path)
     except Exception as err:  # MindSpore raises ValueError/RuntimeError with long internals
-        raise ValueError(f"cannot read checkpoint {path} (truncated or not a MindSpore .ckpt): "
-                         f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
+        raise ValueError(
+            f"cannot read checkpoint {path} (truncated or not a MindSpore .ckpt): "
+            f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"
+        ) from err
 
 
 def _is_train_state(name: str) -> bool:
@@ -142,7 +168,7 @@ def load_model_weights(net: nn.Cell, source, cfg: Optional[ModelCfg] = None, str
             if have[0] == want[0] + 1 == 1001 and have[1:] == want[1:]:
                 # TF-slim's background class is row 0 in TF but mindcv trained its V1 on
                 # ImageFolder labels 0..999 with an unused last logit, so rows [:1000] are right.
-                to_load[name] = ms.Parameter(ms.Tensor(value.asnumpy()[:want[0]]), name=name)
+                to_load[name] = ms.Parameter(ms.Tensor(value.asnumpy()[: want[0]]), name=name)
                 head = "sliced 1001 -> 1000 classes"
             else:
                 head = f"dropped ({have[0]} classes in checkpoint, model has {want[0]})"
@@ -150,8 +176,10 @@ def load_model_weights(net: nn.Cell, source, cfg: Optional[ModelCfg] = None, str
             summed = value.asnumpy().sum(axis=1, keepdims=True)
             to_load[name] = ms.Parameter(ms.Tensor(summed.astype(np.float32)), name=name)
         else:
-            raise ValueError(f"checkpoint {path}: parameter {name} has shape {have}, the model "
-                             f"({type(net).__name__}) expects {want}: is it a checkpoint of another model or width?")
+            raise ValueError(
+                f"checkpoint {path}: parameter {name} has shape {have}, the model "
+                f"({type(net).__name__}) expects {want}: is it a checkpoint of another model or width?"
+            )
     if head.startswith("dropped"):
         # Head params were skipped as a group: no partial head (weight without bias).
         to_load = {k: v for k, v in to_load.items() if not k.startswith(classifier + ".")}
@@ -160,9 +188,11 @@ def load_model_weights(net: nn.Cell, source, cfg: Optional[ModelCfg] = None, str
         # Another naming scheme (e.g. MindSpore model-zoo "backbone.*" checkpoints) matches no name:
         # training would start from random weights with nothing but a "missing" warning.
         theirs = [n for n in ckpt if not _is_train_state(n)] or list(ckpt)
-        raise ValueError(f"checkpoint {path} holds none of the {len(own)} parameters of {type(net).__name__} "
-                         f"(it has {theirs[:2]}..., the model expects {list(own)[:2]}...): is it a checkpoint of "
-                         f"another model?")
+        raise ValueError(
+            f"checkpoint {path} holds none of the {len(own)} parameters of {type(net).__name__} "
+            f"(it has {theirs[:2]}..., the model expects {list(own)[:2]}...): is it a checkpoint of "
+            f"another model?"
+        )
     ms.load_param_into_net(net, to_load, strict_load=False)
     head_dropped = head.startswith("dropped")
     missing = [n for n in own if n not in to_load and not (head_dropped and n.startswith(classifier + "."))]

@@ -4,6 +4,7 @@ Parameter names matter: they are the names mindcv's released checkpoints use, so
 plain ``nn.SequentialCell`` lists whose indices are part of the checkpoint format. Cells without
 parameters (activations, dropout) still occupy their index.
 """
+
 from __future__ import annotations
 
 import math
@@ -72,14 +73,17 @@ class DepthwiseConv2d(nn.Conv2d):
     eval; otherwise, and for other dtypes, MindSpore's grouped conv.
     """
 
-    def __init__(self, channels: int, kernel_size: int, stride: int = 1, pad_mode: str = "pad",
-                 padding: int = 0) -> None:
-        super().__init__(channels, channels, kernel_size, stride, pad_mode=pad_mode, padding=padding,
-                         group=channels, has_bias=False)
+    def __init__(
+        self, channels: int, kernel_size: int, stride: int = 1, pad_mode: str = "pad", padding: int = 0
+    ) -> None:
+        super().__init__(
+            channels, channels, kernel_size, stride, pad_mode=pad_mode, padding=padding, group=channels, has_bias=False
+        )
         self.kernel_op, self.kernel_cfg = None, None
         if (int(kernel_size), int(stride)) in kernels.DEPTHWISE_SUPPORTED:
-            self.kernel_op, self.kernel_cfg = kernels.build(kernels.make_depthwise, int(kernel_size), int(stride),
-                                                            pad_mode, int(padding))
+            self.kernel_op, self.kernel_cfg = kernels.build(
+                kernels.make_depthwise, int(kernel_size), int(stride), pad_mode, int(padding)
+            )
 
     def construct(self, x):
         if self.kernel_op is not None and x.dtype == mstype.float32:
@@ -145,8 +149,16 @@ def conv_norm_act(
     if groups > 1 and groups == in_channels == out_channels:
         conv = DepthwiseConv2d(in_channels, kernel_size, stride, pad_mode=pad_mode, padding=padding)
     else:
-        conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, pad_mode=pad_mode, padding=padding,
-                         group=groups, has_bias=False)
+        conv = nn.Conv2d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            pad_mode=pad_mode,
+            padding=padding,
+            group=groups,
+            has_bias=False,
+        )
     layers = [
         conv,
         # MindSpore's momentum is the weight of the running value: 0.9 == PyTorch's 0.1.
@@ -215,8 +227,9 @@ class InvertedResidual(nn.Cell):
         layers = []
         if mid_channels != in_channels:
             layers += conv_norm_act(in_channels, mid_channels, 1, act=act)
-        layers += conv_norm_act(mid_channels, mid_channels, kernel_size, stride, groups=mid_channels, act=act,
-                                pad_mode=dw_pad_mode)
+        layers += conv_norm_act(
+            mid_channels, mid_channels, kernel_size, stride, groups=mid_channels, act=act, pad_mode=dw_pad_mode
+        )
         if use_se:
             layers.append(SqueezeExcite(mid_channels))
         layers += conv_norm_act(mid_channels, out_channels, 1, act=None)
@@ -282,7 +295,17 @@ def init_weights(net: nn.Cell, scheme: str = "he_normal_fan_out") -> None:
 
 
 __all__ = [
-    "make_divisible", "HardSwish", "HardSigmoid", "ACTIVATIONS", "DepthwiseConv2d", "ChannelMean", "ChannelScale",
-    "conv_norm_act", "GlobalAvgPooling",
-    "SqueezeExcite", "InvertedResidual", "MobileNet", "init_weights",
+    "make_divisible",
+    "HardSwish",
+    "HardSigmoid",
+    "ACTIVATIONS",
+    "DepthwiseConv2d",
+    "ChannelMean",
+    "ChannelScale",
+    "conv_norm_act",
+    "GlobalAvgPooling",
+    "SqueezeExcite",
+    "InvertedResidual",
+    "MobileNet",
+    "init_weights",
 ]

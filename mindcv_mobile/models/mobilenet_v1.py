@@ -4,6 +4,7 @@ mindcv's reading of Table 1: widths are ``int(c * alpha)`` with no rounding to 8
 mobilenet_v1_025 has 8, 16, 32, ... channels), symmetric padding, ReLU, Xavier init, and the
 released ImageNet weights have a 1001-class head (TF-slim's background class).
 """
+
 from __future__ import annotations
 
 from mindspore import nn
@@ -14,15 +15,24 @@ from .layers import MobileNet, conv_norm_act, init_weights
 STEM_CHANNELS = 32
 BLOCKS = [
     (64, 1),
-    (128, 2), (128, 1),
-    (256, 2), (256, 1),
-    (512, 2), (512, 1), (512, 1), (512, 1), (512, 1), (512, 1),
-    (1024, 2), (1024, 1),
+    (128, 2),
+    (128, 1),
+    (256, 2),
+    (256, 1),
+    (512, 2),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (1024, 2),
+    (1024, 1),
 ]
 
 
-def mobilenet_v1(alpha: float = 1.0, num_classes: int = 1000, in_channels: int = 3,
-                 drop_rate: float = 0.0) -> MobileNet:
+def mobilenet_v1(
+    alpha: float = 1.0, num_classes: int = 1000, in_channels: int = 3, drop_rate: float = 0.0
+) -> MobileNet:
     """Build MobileNetV1 with width multiplier ``alpha``.
 
     Parameter names: ``features.0`` stem conv, ``features.{3..15}.{0,1,3,4}`` depthwise and
@@ -32,10 +42,12 @@ def mobilenet_v1(alpha: float = 1.0, num_classes: int = 1000, in_channels: int =
     features = conv_norm_act(in_channels, channels, 3, 2, act="relu")
     for out, stride in BLOCKS:
         out = int(out * alpha)
-        features.append(nn.SequentialCell(
-            conv_norm_act(channels, channels, 3, stride, groups=channels, act="relu")
-            + conv_norm_act(channels, out, 1, act="relu")
-        ))
+        features.append(
+            nn.SequentialCell(
+                conv_norm_act(channels, channels, 3, stride, groups=channels, act="relu")
+                + conv_norm_act(channels, out, 1, act="relu")
+            )
+        )
         channels = out
     net = MobileNet(features, nn.Dense(channels, num_classes), channels, head_drop_rate=drop_rate)
     init_weights(net, "xavier")

@@ -2,6 +2,7 @@
 
 Table 2 of the paper as data; widths rounded to multiples of 8; ReLU6; symmetric padding.
 """
+
 from __future__ import annotations
 
 from mindspore import nn
@@ -22,8 +23,9 @@ BLOCKS = [
 ]
 
 
-def mobilenet_v2(alpha: float = 1.0, num_classes: int = 1000, in_channels: int = 3,
-                 drop_rate: float = 0.2) -> MobileNet:
+def mobilenet_v2(
+    alpha: float = 1.0, num_classes: int = 1000, in_channels: int = 3, drop_rate: float = 0.2
+) -> MobileNet:
     """Build MobileNetV2 with width multiplier ``alpha``.
 
     Parameter names: ``features.0/1`` stem conv/BN, ``features.{3..19}.layers.K`` blocks,
@@ -37,8 +39,11 @@ def mobilenet_v2(alpha: float = 1.0, num_classes: int = 1000, in_channels: int =
     for expand_ratio, out, repeats, first_stride in BLOCKS:
         out = make_divisible(out * alpha)
         for i in range(repeats):
-            features.append(InvertedResidual(channels, round(channels * expand_ratio), out,
-                                             stride=first_stride if i == 0 else 1, act="relu6"))
+            features.append(
+                InvertedResidual(
+                    channels, round(channels * expand_ratio), out, stride=first_stride if i == 0 else 1, act="relu6"
+                )
+            )
             channels = out
     features += conv_norm_act(channels, last_channels, 1, act="relu6")
     classifier = nn.SequentialCell([nn.Dropout(p=drop_rate), nn.Dense(last_channels, num_classes)])

@@ -5,6 +5,7 @@ TensorFlow "same" padding, the SE reduction is ``make_divisible(mid / 4)`` with 
 gate, the last 1x1 conv has 6x the last block's width, and the head is pool -> Dense ->
 hard-swish -> dropout -> Dense.
 """
+
 from __future__ import annotations
 
 from mindspore import nn
@@ -48,8 +49,9 @@ STEM_CHANNELS = 16
 HEAD_CHANNELS = {"large": 1280, "small": 1024}
 
 
-def mobilenet_v3(arch: str = "large", alpha: float = 1.0, num_classes: int = 1000, in_channels: int = 3,
-                 drop_rate: float = 0.2) -> MobileNet:
+def mobilenet_v3(
+    arch: str = "large", alpha: float = 1.0, num_classes: int = 1000, in_channels: int = 3, drop_rate: float = 0.2
+) -> MobileNet:
     """Build MobileNetV3-``arch`` ("large" or "small") with width multiplier ``alpha``.
 
     Parameter names: ``features.0/1`` stem, ``features.3..`` blocks (``.layers.K``, SE as
@@ -63,18 +65,21 @@ def mobilenet_v3(arch: str = "large", alpha: float = 1.0, num_classes: int = 100
     for kernel, expansion, out, use_se, act, stride in ARCHS[arch]:
         mid = make_divisible(expansion * alpha)
         out = make_divisible(out * alpha)
-        features.append(InvertedResidual(channels, mid, out, kernel, stride, act=act, use_se=use_se,
-                                         dw_pad_mode="same"))
+        features.append(
+            InvertedResidual(channels, mid, out, kernel, stride, act=act, use_se=use_se, dw_pad_mode="same")
+        )
         channels = out
     last_conv = channels * 6
     features += conv_norm_act(channels, last_conv, 1, act="hswish")
     head = make_divisible(HEAD_CHANNELS[arch] * alpha)
-    classifier = nn.SequentialCell([
-        nn.Dense(last_conv, head),
-        HardSwish(),
-        nn.Dropout(p=drop_rate),
-        nn.Dense(head, num_classes),
-    ])
+    classifier = nn.SequentialCell(
+        [
+            nn.Dense(last_conv, head),
+            HardSwish(),
+            nn.Dropout(p=drop_rate),
+            nn.Dense(head, num_classes),
+        ]
+    )
     net = MobileNet(features, classifier, last_conv)
     init_weights(net)
     return net

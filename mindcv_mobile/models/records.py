@@ -3,6 +3,7 @@
 Kept apart from ``create_model`` so that ``checkpoint.py`` can read a record (head name, released
 file, hash) without importing the module that loads checkpoints into new models.
 """
+
 from __future__ import annotations
 
 import dataclasses

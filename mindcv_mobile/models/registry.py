@@ -4,6 +4,7 @@ One record per name carries what a user needs to use the model correctly (input 
 crop_pct, interpolation, mean/std) and what it was published with (weights url, parameter
 count, top-1/top-5), so tests and README tables are checked against one source.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,8 +32,10 @@ _MINDCV_URL = "https://download.mindspore.cn/toolkits/mindcv/mobilenet"
 def check_input_size(name: str, image_size: int) -> int:
     """Return ``image_size`` if the model can take it, else raise a ValueError saying why."""
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < MIN_INPUT_SIZE:
-        raise ValueError(f"{name} takes square inputs of at least {MIN_INPUT_SIZE} px (five stride-2 "
-                         f"stages), got image size {image_size!r}")
+        raise ValueError(
+            f"{name} takes square inputs of at least {MIN_INPUT_SIZE} px (five stride-2 "
+            f"stages), got image size {image_size!r}"
+        )
     return image_size
 
 
@@ -72,8 +75,10 @@ def create_model(
     if drop_rate is not None and not 0.0 <= drop_rate < 1.0:
         raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
     if drop_path_rate:
-        raise ValueError(f"drop_path_rate={drop_path_rate!r} is not supported: MobileNet blocks here "
-                         f"have no stochastic depth; use drop_rate (dropout before the classifier)")
+        raise ValueError(
+            f"drop_path_rate={drop_path_rate!r} is not supported: MobileNet blocks here "
+            f"have no stochastic depth; use drop_rate (dropout before the classifier)"
+        )
     if pretrained and checkpoint_path:
         raise ValueError("pass either pretrained=True or checkpoint_path, not both")
     if not isinstance(cpu_kernels, bool):
@@ -85,8 +90,12 @@ def create_model(
     if cpu_kernels:
         library, why_not = kernels.library()
         if not library:
-            _logger.warning("%s: cpu_kernels=True but the compiled CPU kernels are unavailable (%s); building it "
-                            "with MindSpore's ops", model_name, why_not)
+            _logger.warning(
+                "%s: cpu_kernels=True but the compiled CPU kernels are unavailable (%s); building it "
+                "with MindSpore's ops",
+                model_name,
+                why_not,
+            )
     # Always set, "" included: only this call decides, not a kernels.use block around it.
     with kernels.use(library):
         net = builder(**kwargs)
@@ -100,6 +109,7 @@ def create_model(
 # The registered models. Published numbers: mindcv's tables for the released checkpoints
 # (ImageNet-1k val, 224 px; params(M) counted with BN moving statistics).
 
+
 def _mindcv(path: str) -> str:
     return f"{_MINDCV_URL}/{path}"
 
@@ -112,9 +122,17 @@ for _alpha, _tag, _file, _params, _top1, _top5 in [
     (1.0, "100", "mobilenet_v1_100-91c7b206.ckpt", 4.25, 72.95, 91.01),
 ]:
     register_model(
-        f"mobilenet_v1_{_tag}", partial(mobilenet_v1, alpha=_alpha),
-        ModelCfg(url=_mindcv(f"mobilenetv1/{_file}"), num_classes=1001, params_m=_params, top1=_top1,
-                 top5=_top5, recipe=_V1_RECIPE.format({0.25: "0.25", 0.5: "0.5", 0.75: "0.75", 1.0: "1.0"}[_alpha])))
+        f"mobilenet_v1_{_tag}",
+        partial(mobilenet_v1, alpha=_alpha),
+        ModelCfg(
+            url=_mindcv(f"mobilenetv1/{_file}"),
+            num_classes=1001,
+            params_m=_params,
+            top1=_top1,
+            top5=_top5,
+            recipe=_V1_RECIPE.format({0.25: "0.25", 0.5: "0.5", 0.75: "0.75", 1.0: "1.0"}[_alpha]),
+        ),
+    )
 
 # MobileNetV2: the paper's width x resolution grid. mindcv registers plain names for 1.4, 1.0
 # and 0.75 and `_<res>` names for the grid; the `_<res>` models are the same network, their
@@ -125,20 +143,33 @@ _V2_RELEASED = {
     "140": ("mobilenet_v2_140-98776171.ckpt", 6.15, 75.56, 92.56, "configs/mobilenetv2/mobilenet_v2_1.4_ascend.yaml"),
 }
 _V2_ALPHAS = {"035": 0.35, "050": 0.5, "075": 0.75, "100": 1.0, "130": 1.3, "140": 1.4}
-_V2_GRID = {"035": (224, 192, 160, 128, 96), "050": (224, 192, 160, 128, 96), "075": (192, 160, 128, 96),
-            "100": (192, 160, 128, 96), "130": (224,), "140": ()}
+_V2_GRID = {
+    "035": (224, 192, 160, 128, 96),
+    "050": (224, 192, 160, 128, 96),
+    "075": (192, 160, 128, 96),
+    "100": (192, 160, 128, 96),
+    "130": (224,),
+    "140": (),
+}
 for _tag, _alpha in _V2_ALPHAS.items():
     _builder = partial(mobilenet_v2, alpha=_alpha)
     if _tag in _V2_RELEASED:
         _file, _params, _top1, _top5, _recipe = _V2_RELEASED[_tag]
-        _cfg = ModelCfg(url=_mindcv(f"mobilenetv2/{_file}"), classifier="classifier.1", params_m=_params,
-                        top1=_top1, top5=_top5, recipe=_recipe)
+        _cfg = ModelCfg(
+            url=_mindcv(f"mobilenetv2/{_file}"),
+            classifier="classifier.1",
+            params_m=_params,
+            top1=_top1,
+            top5=_top5,
+            recipe=_recipe,
+        )
     else:
         _cfg = ModelCfg(classifier="classifier.1")
     register_model(f"mobilenet_v2_{_tag}", _builder, _cfg)
     for _res in _V2_GRID[_tag]:
-        register_model(f"mobilenet_v2_{_tag}_{_res}", _builder,
-                       ModelCfg(input_size=(3, _res, _res), classifier="classifier.1"))
+        register_model(
+            f"mobilenet_v2_{_tag}_{_res}", _builder, ModelCfg(input_size=(3, _res, _res), classifier="classifier.1")
+        )
 
 for _arch, _tag, _alpha, _file, _params, _top1, _top5 in [
     ("small", "075", 0.75, "", None, None, None),
@@ -147,10 +178,17 @@ for _arch, _tag, _alpha, _file, _params, _top1, _top5 in [
     ("large", "100", 1.0, "mobilenet_v3_large_100-1279ad5f.ckpt", 5.51, 75.23, 92.31),
 ]:
     register_model(
-        f"mobilenet_v3_{_arch}_{_tag}", partial(mobilenet_v3, arch=_arch, alpha=_alpha),
-        ModelCfg(url=_mindcv(f"mobilenetv3/{_file}") if _file else "", classifier="classifier.3",
-                 params_m=_params, top1=_top1, top5=_top5,
-                 recipe=f"configs/mobilenetv3/mobilenet_v3_{_arch}_ascend.yaml" if _file else ""))
+        f"mobilenet_v3_{_arch}_{_tag}",
+        partial(mobilenet_v3, arch=_arch, alpha=_alpha),
+        ModelCfg(
+            url=_mindcv(f"mobilenetv3/{_file}") if _file else "",
+            classifier="classifier.3",
+            params_m=_params,
+            top1=_top1,
+            top5=_top5,
+            recipe=f"configs/mobilenetv3/mobilenet_v3_{_arch}_ascend.yaml" if _file else "",
+        ),
+    )
 
 # mindcv's current README rows: the same networks retrained with the same recipes on 8 Ascend 910*
 # (Atlas 800T A2, MindSpore 2.5.0, graph mode, jit level O2). The records above keep the
@@ -169,7 +207,15 @@ PUBLISHED_910V2 = {
 }
 
 __all__ = [
-    "create_model", "check_input_size", "MIN_INPUT_SIZE", "PUBLISHED_910V2",
+    "create_model",
+    "check_input_size",
+    "MIN_INPUT_SIZE",
+    "PUBLISHED_910V2",
     # re-exported from records.py, where they live
-    "ModelCfg", "get_model_cfg", "list_models", "register_model", "IMAGENET_MEAN", "IMAGENET_STD",
+    "ModelCfg",
+    "get_model_cfg",
+    "list_models",
+    "register_model",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
 ]

@@ -4,6 +4,7 @@
 ``build_deploy_net`` (BN folded, int8-grid weights). Files (the deploy MINDIR, the int8 ONNX) are
 written by ``mindcv_mobile.deploy``, the one export path for float and QAT checkpoints.
 """
+
 from .deploy import DeployMobileNetV2, build_deploy_net
 from .fake_quant import (
     ActivationQuant,
@@ -20,17 +21,31 @@ from .qat import (
     QuantDense,
     QuantInvertedResidual,
     QuantMobileNetV2,
-    check_qat_checkpoint,
-    check_quant_config,
     count_fake_quant,
     expected_fake_quant,
-    quantize_from_config,
     quantize_model,
 )
+from .recipe import check_qat_checkpoint, check_quant_config, quantize_from_config
 
 __all__ = [
-    "NEVER", "ActivationQuant", "activation_qparams", "fake_quant_activation", "fake_quant_bias", "fake_quant_weight",
-    "observer_weights", "quantize_weight", "QuantConvBN", "QuantDense", "QuantInvertedResidual", "QuantMobileNetV2",
-    "check_qat_checkpoint", "check_quant_config", "count_fake_quant", "expected_fake_quant", "quantize_from_config",
-    "quantize_model", "DeployMobileNetV2", "build_deploy_net",
+    "NEVER",
+    "ActivationQuant",
+    "activation_qparams",
+    "fake_quant_activation",
+    "fake_quant_bias",
+    "fake_quant_weight",
+    "observer_weights",
+    "quantize_weight",
+    "QuantConvBN",
+    "QuantDense",
+    "QuantInvertedResidual",
+    "QuantMobileNetV2",
+    "check_qat_checkpoint",
+    "check_quant_config",
+    "count_fake_quant",
+    "expected_fake_quant",
+    "quantize_from_config",
+    "quantize_model",
+    "DeployMobileNetV2",
+    "build_deploy_net",
 ]

@@ -6,6 +6,7 @@ model with its moving statistics: the network onnxruntime and MindSpore Lite com
 MobileNetV2 gives the same graph with unquantized folded weights (the fp32 / post-training
 baseline). Writing it to files (MINDIR, the int8 ONNX) is ``mindcv_mobile.deploy``'s job.
 """
+
 from __future__ import annotations
 
 from typing import Optional, Union

@@ -16,6 +16,7 @@ stop_gradient run everywhere, in graph and PyNative mode. Every function here is
 as few primitives as possible: a QAT MobileNetV2 has 117 quantizers, and graph-compile time on
 CPU grows with the op count.
 """
+
 from __future__ import annotations
 
 import mindspore as ms

@@ -26,13 +26,13 @@ BN folding follows the one-conv formulation (PyTorch's ``ConvBn2d``, equivalent 
 al.'s correction): ``y = conv(x, fq(w * s))`` with ``s = gamma / sqrt(moving_var + eps)``; in
 training ``y / s`` is normalised with batch statistics, which equals ``conv(x, w)`` under BN.
 """
+
 from __future__ import annotations
 
 import logging
 from typing import Optional
 
 import mindspore as ms
-import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
 from ..models.layers import ChannelMean, GlobalAvgPooling, InvertedResidual, MobileNet
@@ -44,16 +44,32 @@ _logger = logging.getLogger(__name__)
 # BN statistics (and here also observer ranges) keep updating for the whole fine-tuning.
 NEVER = 10_000_000
 _SAFE_DIV = 1e-12
+# nn.Conv2d attributes the deploy graph rebuilds the conv from.
+_CONV_ARGS = ("in_channels", "out_channels", "kernel_size", "stride", "pad_mode", "padding", "dilation", "group")
 
 
 # Every cell type of the registry's MobileNetV2; anything else (SE, hard-swish) is another model.
-_V2_CELLS = (MobileNet, nn.SequentialCell, InvertedResidual, nn.Conv2d, nn.BatchNorm2d, nn.ReLU6, nn.Dropout,
-             nn.Identity, nn.Dense, GlobalAvgPooling, ChannelMean)
+_V2_CELLS = (
+    MobileNet,
+    nn.SequentialCell,
+    InvertedResidual,
+    nn.Conv2d,
+    nn.BatchNorm2d,
+    nn.ReLU6,
+    nn.Dropout,
+    nn.Identity,
+    nn.Dense,
+    GlobalAvgPooling,
+    ChannelMean,
+)
 
 
 def _clone(param: Parameter, name: str, requires_grad: Optional[bool] = None) -> Parameter:
-    return Parameter(Tensor(param.asnumpy()), name=name,
-                     requires_grad=param.requires_grad if requires_grad is None else requires_grad)
+    return Parameter(
+        Tensor(param.asnumpy()),
+        name=name,
+        requires_grad=param.requires_grad if requires_grad is None else requires_grad,
+    )
 
 
 class QuantConvBN(nn.Cell):
@@ -63,8 +79,9 @@ class QuantConvBN(nn.Cell):
     moving_variance`` under their float names (``conv_name.weight``, ``bn_name.gamma``...).
     """
 
-    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, act: Optional[nn.Cell], conv_name: str,
-                 bn_name: str) -> None:
+    def __init__(
+        self, conv: nn.Conv2d, bn: nn.BatchNorm2d, act: Optional[nn.Cell], conv_name: str, bn_name: str
+    ) -> None:
         super().__init__()
         if conv.has_bias:
             raise ValueError(f"{conv_name}: conv with bias before BN is not a MobileNetV2 layer")
@@ -74,15 +91,18 @@ class QuantConvBN(nn.Cell):
         self.beta = _clone(bn.beta, f"{bn_name}.beta")
         self.moving_mean = _clone(bn.moving_mean, f"{bn_name}.moving_mean", requires_grad=False)
         self.moving_variance = _clone(bn.moving_variance, f"{bn_name}.moving_variance", requires_grad=False)
-        self.param_names = {"weight": f"{conv_name}.weight", "gamma": f"{bn_name}.gamma", "beta": f"{bn_name}.beta",
-                            "moving_mean": f"{bn_name}.moving_mean", "moving_variance": f"{bn_name}.moving_variance"}
+        self.param_names = {
+            "weight": f"{conv_name}.weight",
+            "gamma": f"{bn_name}.gamma",
+            "beta": f"{bn_name}.beta",
+            "moving_mean": f"{bn_name}.moving_mean",
+            "moving_variance": f"{bn_name}.moving_variance",
+        }
         self.eps = float(bn.eps)
         self.bn_new_weight = float(bn.momentum)  # MindSpore stores 1 - momentum: the batch's weight
         self.conv2d = conv.conv2d
         # What the deploy graph needs to rebuild the conv.
-        self.conv_args = dict(in_channels=conv.in_channels, out_channels=conv.out_channels,
-                              kernel_size=conv.kernel_size, stride=conv.stride, pad_mode=conv.pad_mode,
-                              padding=conv.padding, dilation=conv.dilation, group=conv.group)
+        self.conv_args = {key: getattr(conv, key) for key in _CONV_ARGS}
         self.has_act = act is not None
         if act is not None and not isinstance(act, nn.ReLU6):
             raise ValueError(f"{conv_name}: activation {type(act).__name__} is not supported (MobileNetV2 uses ReLU6)")
@@ -136,10 +156,12 @@ class QuantConvBN(nn.Cell):
             rate = bn_batch * self.bn_new_weight
             batch_mean = ops.stop_gradient(mean_y * std / (self.gamma + _SAFE_DIV))
             unbiased = ops.stop_gradient(batch_var) * (count / max(count - 1, 1))
-            out = ops.depend(out, ops.assign(self.moving_mean,
-                                             self.moving_mean + rate * (batch_mean - self.moving_mean)))
-            out = ops.depend(out, ops.assign(self.moving_variance,
-                                             self.moving_variance + rate * (unbiased - self.moving_variance)))
+            out = ops.depend(
+                out, ops.assign(self.moving_mean, self.moving_mean + rate * (batch_mean - self.moving_mean))
+            )
+            out = ops.depend(
+                out, ops.assign(self.moving_variance, self.moving_variance + rate * (unbiased - self.moving_variance))
+            )
         else:
             bias = fake_quant_bias(self.beta - self.gamma * self.moving_mean / std, grid, enabled)
             out = y + bias.reshape((1, -1, 1, 1))
@@ -195,8 +217,10 @@ def _fold_sequence(cells: list, prefix: str, start: int = 0) -> list:
         conv = cells[i]
         bn = cells[i + 1] if i + 1 < len(cells) else None
         if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.BatchNorm2d):
-            raise ValueError(f"{prefix}.{start + i}: expected Conv2d followed by BatchNorm2d, got {type(conv).__name__}"
-                             f" then {type(bn).__name__}: only MobileNetV2's conv-BN-ReLU6 layers can be folded")
+            raise ValueError(
+                f"{prefix}.{start + i}: expected Conv2d followed by BatchNorm2d, got {type(conv).__name__}"
+                f" then {type(bn).__name__}: only MobileNetV2's conv-BN-ReLU6 layers can be folded"
+            )
         act = cells[i + 2] if i + 2 < len(cells) and isinstance(cells[i + 2], nn.ReLU6) else None
         folded.append(QuantConvBN(conv, bn, act, f"{prefix}.{start + i}", f"{prefix}.{start + i + 1}"))
         i += 3 if act is not None else 2
@@ -213,18 +237,23 @@ class QuantMobileNetV2(nn.Cell):
         ema_decay: decay of the observers' min/max moving average.
     """
 
-    def __init__(self, net: MobileNet, quant_delay: int = NEVER, freeze_bn: int = NEVER,
-                 ema_decay: float = 0.999) -> None:
+    def __init__(
+        self, net: MobileNet, quant_delay: int = NEVER, freeze_bn: int = NEVER, ema_decay: float = 0.999
+    ) -> None:
         super().__init__()
         _check_steps("quant_delay", quant_delay, minimum=1)
         _check_steps("freeze_bn", freeze_bn, minimum=0)
         if not isinstance(net, MobileNet) or not isinstance(getattr(net, "classifier", None), nn.SequentialCell):
-            raise ValueError(f"quantize_model takes a float MobileNetV2 from create_model('mobilenet_v2_*'), "
-                             f"got {type(net).__name__}")
+            raise ValueError(
+                f"quantize_model takes a float MobileNetV2 from create_model('mobilenet_v2_*'), "
+                f"got {type(net).__name__}"
+            )
         for name, cell in net.cells_and_names():
             if not isinstance(cell, _V2_CELLS):
-                raise ValueError(f"quantize_model supports MobileNetV2 (conv-BN-ReLU6 layers, inverted residuals); "
-                                 f"found {type(cell).__name__} at {name}")
+                raise ValueError(
+                    f"quantize_model supports MobileNetV2 (conv-BN-ReLU6 layers, inverted residuals); "
+                    f"found {type(cell).__name__} at {name}"
+                )
         self.quant_delay, self.freeze_bn = int(quant_delay), int(freeze_bn)
         if isinstance(ema_decay, bool) or not isinstance(ema_decay, (int, float)) or not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"quant_ema_decay must be a number in [0, 1), got {ema_decay!r}")
@@ -234,12 +263,15 @@ class QuantMobileNetV2(nn.Cell):
         while i < len(cells):
             cell = cells[i]
             if isinstance(cell, InvertedResidual):
-                features.append(QuantInvertedResidual(_fold_sequence(list(cell.layers), f"features.{i}.layers"),
-                                                      cell.use_res_connect, f"features.{i}"))
+                features.append(
+                    QuantInvertedResidual(
+                        _fold_sequence(list(cell.layers), f"features.{i}.layers"), cell.use_res_connect, f"features.{i}"
+                    )
+                )
                 i += 1
             else:
                 step = 3 if i + 2 < len(cells) and isinstance(cells[i + 2], nn.ReLU6) else 2
-                features += _fold_sequence(cells[i:i + step], "features", start=i)
+                features += _fold_sequence(cells[i : i + step], "features", start=i)
                 i += step
         self.features = nn.CellList(features)
         self.pool = net.pool
@@ -289,8 +321,9 @@ def _check_steps(name: str, value, minimum: int) -> None:
         raise ValueError(f"{name} must be an integer number of steps >= {minimum}, got {value!r}")
 
 
-def quantize_model(net: MobileNet, quant_delay: int = NEVER, freeze_bn: int = NEVER,
-                   ema_decay: float = 0.999) -> QuantMobileNetV2:
+def quantize_model(
+    net: MobileNet, quant_delay: int = NEVER, freeze_bn: int = NEVER, ema_decay: float = 0.999
+) -> QuantMobileNetV2:
     """Convert a float MobileNetV2 (any width, weights loaded or not) for quantization-aware
     training. The float net is not modified; its weights and BN statistics are copied."""
     return QuantMobileNetV2(net, quant_delay=quant_delay, freeze_bn=freeze_bn, ema_decay=ema_decay)
@@ -300,8 +333,10 @@ def count_fake_quant(net: nn.Cell) -> dict:
     """Fake-quant points of a network: ``activations`` (observer + uint8 quantizer cells) and
     ``weights`` (layers whose weights are fake-quantized per channel)."""
     cells = [c for _, c in net.cells_and_names()]
-    return {"activations": sum(isinstance(c, ActivationQuant) for c in cells),
-            "weights": sum(isinstance(c, (QuantConvBN, QuantDense)) for c in cells)}
+    return {
+        "activations": sum(isinstance(c, ActivationQuant) for c in cells),
+        "weights": sum(isinstance(c, (QuantConvBN, QuantDense)) for c in cells),
+    }
 
 
 def expected_fake_quant(net: MobileNet) -> dict:
@@ -313,44 +348,3 @@ def expected_fake_quant(net: MobileNet) -> dict:
     adds = sum(isinstance(c, InvertedResidual) and c.use_res_connect for c in cells)
     dense = sum(isinstance(c, nn.Dense) for c in cells)
     return {"activations": 1 + convs + adds + 1, "weights": convs + dense}
-
-
-def check_quant_config(cfg) -> None:
-    """Raise ValueError when a recipe with ``quant: True`` asks for what QAT cannot do."""
-    if not cfg.model.startswith("mobilenet_v2_"):
-        raise ValueError(f"quant: True supports the mobilenet_v2_* models, got model {cfg.model}")
-    for name in ("amp_level", "val_amp_level"):
-        # Observer ranges and folded-BN statistics are float32 arithmetic.
-        if cfg[name] != "O0":
-            raise ValueError(f"quant: True trains and evaluates in float32; set {name}: O0, got {cfg[name]}")
-    if cfg.ema:
-        raise ValueError("quant: True does not support ema: True (the QAT state is not averaged); set ema: False")
-    if cfg.quant_delay < 1:
-        raise ValueError(f"quant_delay must be >= 1 step (observers need one batch to get a range), "
-                          f"got {cfg.quant_delay}")
-    if cfg.freeze_bn < 0:
-        raise ValueError(f"freeze_bn must be >= 0 steps, got {cfg.freeze_bn}")
-    if not 0.0 <= cfg.quant_ema_decay < 1.0:
-        raise ValueError(f"quant_ema_decay must be in [0, 1), got {cfg.quant_ema_decay}")
-
-
-def quantize_from_config(net: MobileNet, cfg) -> QuantMobileNetV2:
-    """The recipe's QAT model (``quant_delay``, ``freeze_bn``, ``quant_ema_decay``) built on the
-    float ``net``, whose weights (e.g. the float checkpoint to fine-tune) were loaded already."""
-    model = quantize_model(net, quant_delay=cfg.quant_delay, freeze_bn=cfg.freeze_bn, ema_decay=cfg.quant_ema_decay)
-    points = count_fake_quant(model)
-    _logger.info("quantization-aware %s: %d activation quant points (uint8, EMA %g, frozen after %d steps), %d int8 "
-                 "per-channel weight tensors, BN folded (batch statistics for %d steps)", cfg.model,
-                 points["activations"], cfg.quant_ema_decay, cfg.quant_delay, points["weights"], cfg.freeze_bn)
-    return model
-
-
-def check_qat_checkpoint(params: dict, path: str) -> None:
-    """Raise unless ``params`` (a loaded checkpoint) holds trained QAT state: a float checkpoint
-    has no activation ranges, so an int8 simulation of it would not quantize activations."""
-    if "quant_step" not in params:
-        raise ValueError(f"{path} is a float checkpoint (no QAT observer ranges): evaluate it with --quant False, "
-                         f"or fine-tune it first with train.py --quant True --ckpt_path {path}")
-    if int(np.asarray(params["quant_step"].asnumpy()).reshape(-1)[0]) == 0:
-        raise ValueError(f"{path} is a QAT checkpoint saved before its first training step: its activation "
-                         f"observers hold no ranges")

@@ -4,6 +4,7 @@ The workflow behind ``export.py``: one-process configuration with the model reco
 preprocessing, the MindSpore runtime, the exported batch size, then ``deploy.export_model``
 (which writes, adds metadata and verifies every file).
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -20,8 +21,13 @@ def export_batch_size(cfg: Config) -> int:
     return cfg.batch_size if cfg.origins.get("batch_size") == "command line" else 1
 
 
-def export(cfg: Config, file_format: str = "MINDIR", output: Optional[str] = None, batch_size: Optional[int] = None,
-           verify: bool = True) -> ExportResult:
+def export(
+    cfg: Config,
+    file_format: str = "MINDIR",
+    output: Optional[str] = None,
+    batch_size: Optional[int] = None,
+    verify: bool = True,
+) -> ExportResult:
     """Export the weights of ``cfg`` (see ``deploy.export_model``); ``batch_size`` None follows
     :func:`export_batch_size`."""
     cfg = eval_config(cfg)

@@ -5,6 +5,7 @@ The workflow behind ``infer.py``: class names from a file when given, the MindSp
 the model runs in MindSpore (checkpoints, MINDIR), ``deploy.classify`` (unreadable images are
 skipped with a warning), and the predictions file.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,8 +27,13 @@ class InferResult:
     output: Optional[str] = None
 
 
-def infer(cfg: Config, inputs: Sequence[str], classes: Union[str, Sequence[str], None] = None, topk: int = 5,
-          output: Optional[str] = None) -> InferResult:
+def infer(
+    cfg: Config,
+    inputs: Sequence[str],
+    classes: Union[str, Sequence[str], None] = None,
+    topk: int = 5,
+    output: Optional[str] = None,
+) -> InferResult:
     """Classify the images of ``inputs`` (files and folders) with ``cfg.ckpt_path`` (a checkpoint,
     ``.onnx`` or ``.mindir``) or the released weights (``pretrained``).
 

@@ -3,6 +3,7 @@
 The loop only: every object it runs comes from ``build.py``, every file it writes goes through
 ``run_dir.py``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,15 +14,24 @@ from typing import Optional
 import mindspore as ms
 import numpy as np
 
-from ..build import (build_eval_loader, build_eval_network, build_lr_schedule, build_model, build_optimizer,
-                     build_precision, build_train_dataset, build_train_loader, build_train_step)
+from ..build import (
+    build_eval_loader,
+    build_eval_network,
+    build_lr_schedule,
+    build_model,
+    build_optimizer,
+    build_precision,
+    build_train_dataset,
+    build_train_loader,
+    build_train_step,
+)
 from ..config import Config
 from ..data import class_names
 from ..evaluation import eval_metrics, named_metrics
 from ..models import load_checkpoint
 from ..run_dir import LOG, RunDir
 from ..runtime import Runtime, init_runtime, resolve_sink_mode, setup_logging
-from ..training.callbacks import SyncBatchNormStatistics, TrainMonitor
+from ..training.callbacks import MonitorPlan, SyncBatchNormStatistics, TrainMonitor
 
 _logger = logging.getLogger(__name__)
 
@@ -56,21 +66,29 @@ def _resume(cfg: Config, run: RunDir, train_step, optimizer) -> _Resumed:
     missing, _ = ms.load_param_into_net(train_step, state, strict_load=False)
     missing = [m for m in missing if m != "learning_rate" and (not m.startswith("ema.") or cfg.ema)]
     if missing:
-        raise ValueError(f"cannot resume from {path}: it lacks {len(missing)} parameters of this run "
-                         f"({missing[:3]}...); is it a checkpoint of another model or recipe?")
+        raise ValueError(
+            f"cannot resume from {path}: it lacks {len(missing)} parameters of this run "
+            f"({missing[:3]}...); is it a checkpoint of another model or recipe?"
+        )
     out = _Resumed(epoch=int(state["epoch_num"].asnumpy()) if "epoch_num" in state else 0)
     if "train_state.best_top1" in state and float(state["train_state.best_top1"].asnumpy()) >= 0:
         out.best_top1 = float(state["train_state.best_top1"].asnumpy())
     if out.epoch >= cfg.epoch_size:
-        raise ValueError(f"{path} is from epoch {out.epoch}; epoch_size {cfg.epoch_size} leaves nothing to "
-                         f"train (raise --epoch_size)")
+        raise ValueError(
+            f"{path} is from epoch {out.epoch}; epoch_size {cfg.epoch_size} leaves nothing to "
+            f"train (raise --epoch_size)"
+        )
     if os.path.abspath(os.path.dirname(path)) == run.path:
         # Same run directory: its metrics rows up to the checkpoint's epoch continue (rows a
         # killed run wrote after its last checkpoint are dropped), as does checkpoint rotation.
         out.history = [r for r in run.read_metrics() if r["epoch"] <= out.epoch]
         out.kept = run.kept_checkpoints()
-    _logger.info("resumed from %s: epoch %d, global step %d", path, out.epoch,
-                 int(optimizer.global_step.asnumpy().reshape(-1)[0]))
+    _logger.info(
+        "resumed from %s: epoch %d, global step %d",
+        path,
+        out.epoch,
+        int(optimizer.global_step.asnumpy().reshape(-1)[0]),
+    )
     return out
 
 
@@ -90,8 +108,10 @@ def train(cfg: Config, rt: Optional[Runtime] = None) -> RunResult:
     # ---- data: every rank reads its own shard of the training split
     classes = class_names(cfg.data_dir, cfg.train_split, cfg.dataset)
     if len(classes) > cfg.num_classes:
-        raise ValueError(f"{cfg.data_dir}/{cfg.train_split} has {len(classes)} classes but num_classes is "
-                         f"{cfg.num_classes}; set --num_classes {len(classes)}")
+        raise ValueError(
+            f"{cfg.data_dir}/{cfg.train_split} has {len(classes)} classes but num_classes is "
+            f"{cfg.num_classes}; set --num_classes {len(classes)}"
+        )
 
     def train_set(epoch: int):
         return build_train_dataset(cfg, epoch, rt.rank, rt.group_size, rt.distribute)
@@ -106,8 +126,10 @@ def train(cfg: Config, rt: Optional[Runtime] = None) -> RunResult:
     # the sampler to count its batches.
     shard_size = train_set(0).get_dataset_size()
     if cfg.drop_remainder and cfg.batch_size > shard_size:
-        raise ValueError(f"batch_size {cfg.batch_size} is larger than this process's {shard_size} training images "
-                         f"with drop_remainder: True; use --batch_size {shard_size} or less, or --drop_remainder False")
+        raise ValueError(
+            f"batch_size {cfg.batch_size} is larger than this process's {shard_size} training images "
+            f"with drop_remainder: True; use --batch_size {shard_size} or less, or --drop_remainder False"
+        )
     steps_per_epoch = shard_size // cfg.batch_size if cfg.drop_remainder else -(-shard_size // cfg.batch_size)
     val_loader = build_eval_loader(cfg) if cfg.val_while_train else None
 
@@ -124,8 +146,12 @@ def train(cfg: Config, rt: Optional[Runtime] = None) -> RunResult:
         run.write_classes(classes)
 
     # Per-image eval loss, averaged per image: the same number validate.py reports.
-    model = ms.train.Model(train_step, eval_network=build_eval_network(cfg, net), metrics=eval_metrics(cfg.num_classes),
-                           eval_indexes=[0, 1, 2])
+    model = ms.train.Model(
+        train_step,
+        eval_network=build_eval_network(cfg, net),
+        metrics=eval_metrics(cfg.num_classes),
+        eval_indexes=[0, 1, 2],
+    )
 
     def evaluate() -> dict:
         if ema is not None:
@@ -138,23 +164,57 @@ def train(cfg: Config, rt: Optional[Runtime] = None) -> RunResult:
 
     sink = resolve_sink_mode(cfg)
     global_batch = cfg.batch_size * rt.group_size
+    plan = MonitorPlan(
+        cfg.epoch_size,
+        val_interval=cfg.val_interval,
+        ckpt_interval=cfg.ckpt_save_interval,
+        keep_checkpoint_max=cfg.keep_checkpoint_max,
+        log_interval=cfg.log_interval,
+        sink_mode=sink,
+    )
     monitor = TrainMonitor(
-        run if rt.is_main else None, cfg.model, lr_schedule, global_batch, cfg.epoch_size,
-        evaluate=evaluate if val_loader is not None else None, val_interval=cfg.val_interval,
-        ckpt_interval=cfg.ckpt_save_interval, keep_checkpoint_max=cfg.keep_checkpoint_max,
-        save_params=lambda: train_step, log_interval=cfg.log_interval, sink_mode=sink, history=resumed.history,
-        kept=resumed.kept, best_top1=resumed.best_top1)
+        run if rt.is_main else None,
+        cfg.model,
+        lr_schedule,
+        global_batch,
+        plan,
+        evaluate=evaluate if val_loader is not None else None,
+        save_params=lambda: train_step,
+        history=resumed.history,
+        kept=resumed.kept,
+        best_top1=resumed.best_top1,
+    )
     params = sum(int(np.prod(p.shape)) for p in net.get_parameters())
-    _logger.info("model %s: %.2fM params (BN statistics included), %d classes; data %s/%s: %d steps/epoch of "
-                 "batch %d x %d device(s) = global batch %d; lr %g (%s, warmup %g epochs), %s %s; %s; sink mode %s",
-                 cfg.model, params / 1e6, cfg.num_classes, cfg.data_dir, cfg.train_split, steps_per_epoch,
-                 cfg.batch_size, rt.group_size, global_batch, cfg.lr, cfg.scheduler, cfg.warmup_epochs, cfg.opt,
-                 f"wd {cfg.weight_decay:g} ({cfg.weight_decay_filter})", precision.describe(), sink)
+    _logger.info(
+        "model %s: %.2fM params (BN statistics included), %d classes; data %s/%s: %d steps/epoch of "
+        "batch %d x %d device(s) = global batch %d; lr %g (%s, warmup %g epochs), %s %s; %s; sink mode %s",
+        cfg.model,
+        params / 1e6,
+        cfg.num_classes,
+        cfg.data_dir,
+        cfg.train_split,
+        steps_per_epoch,
+        cfg.batch_size,
+        rt.group_size,
+        global_batch,
+        cfg.lr,
+        cfg.scheduler,
+        cfg.warmup_epochs,
+        cfg.opt,
+        f"wd {cfg.weight_decay:g} ({cfg.weight_decay_filter})",
+        precision.describe(),
+        sink,
+    )
     callbacks = [monitor]
     if rt.distribute and rt.group_size > 1:
-        _logger.info("data parallel over %d ranks: lr %g is used as set, not rescaled for global batch %d (linear "
-                     "rule: lr x new global batch / the recipe's global batch); BatchNorm statistics averaged over "
-                     "ranks every epoch", rt.group_size, cfg.lr, global_batch)
+        _logger.info(
+            "data parallel over %d ranks: lr %g is used as set, not rescaled for global batch %d (linear "
+            "rule: lr x new global batch / the recipe's global batch); BatchNorm statistics averaged over "
+            "ranks every epoch",
+            rt.group_size,
+            cfg.lr,
+            global_batch,
+        )
         callbacks.insert(0, SyncBatchNormStatistics(train_step, rt.group_size))
     if rt.is_main:
         _logger.info("run directory: %s", run.path)
@@ -162,8 +222,13 @@ def train(cfg: Config, rt: Optional[Runtime] = None) -> RunResult:
         if sink:
             # One pipeline for all epochs: a new dataset per epoch would rebuild the device's data
             # channel. Data order still follows (seed, epoch); augmentation draws do not restart.
-            model.train(cfg.epoch_size, train_loader(resumed.epoch), callbacks=callbacks, dataset_sink_mode=True,
-                        initial_epoch=resumed.epoch)
+            model.train(
+                cfg.epoch_size,
+                train_loader(resumed.epoch),
+                callbacks=callbacks,
+                dataset_sink_mode=True,
+                initial_epoch=resumed.epoch,
+            )
         else:
             for epoch in range(resumed.epoch, cfg.epoch_size):
                 # One epoch per call (MindSpore sizes the pipeline's iterator by the call's epoch
@@ -176,5 +241,11 @@ def train(cfg: Config, rt: Optional[Runtime] = None) -> RunResult:
             _logger.error("rank %d of %d failed: %s: %s", rt.rank, rt.group_size, type(err).__name__, err)
         raise
     _logger.info("%s", monitor.summary())
-    return RunResult(run_dir=run.path, epochs=cfg.epoch_size, history=monitor.history, best_top1=monitor.best_top1,
-                     best_checkpoint=monitor.best_path, last_checkpoint=monitor.last_checkpoint())
+    return RunResult(
+        run_dir=run.path,
+        epochs=cfg.epoch_size,
+        history=monitor.history,
+        best_top1=monitor.best_top1,
+        best_checkpoint=monitor.best_path,
+        last_checkpoint=monitor.last_checkpoint(),
+    )

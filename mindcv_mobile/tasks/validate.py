@@ -10,6 +10,7 @@ What validation adds to the trainer's evaluation:
 - the eval resolution follows the model's record where the user set none
   (``build.resolve_eval_config``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,22 +39,40 @@ def validate(cfg: Config, rt: Optional[Runtime] = None) -> dict:
     setup_logging(None, rt.rank)
     classes = class_names(cfg.data_dir, cfg.val_split, cfg.dataset)
     if len(classes) > cfg.num_classes:
-        raise ValueError(f"{cfg.data_dir}/{cfg.val_split} has {len(classes)} classes but num_classes is "
-                         f"{cfg.num_classes}; set --num_classes {len(classes)}")
+        raise ValueError(
+            f"{cfg.data_dir}/{cfg.val_split} has {len(classes)} classes but num_classes is "
+            f"{cfg.num_classes}; set --num_classes {len(classes)}"
+        )
     net = load_eval_network(cfg)
     amp_level = eval_amp_level(cfg, rt.device)
     if amp_level != "O0":
         net = ms.amp.auto_mixed_precision(net, amp_level)
     loader = build_eval_loader(cfg)
-    model = ms.train.Model(net, eval_network=build_eval_network(cfg, net),
-                           metrics=eval_metrics(cfg.num_classes, count_samples=True), eval_indexes=[0, 1, 2])
-    _logger.info("validating %s (%d classes) from %s on %s/%s: %d px (resize %d, %s), batch %d",
-                 cfg.model, cfg.num_classes, net.load_report.path, cfg.data_dir, cfg.val_split, cfg.image_resize,
-                 int(cfg.image_resize / cfg.crop_pct), cfg.interpolation, cfg.batch_size)
+    model = ms.train.Model(
+        net,
+        eval_network=build_eval_network(cfg, net),
+        metrics=eval_metrics(cfg.num_classes, count_samples=True),
+        eval_indexes=[0, 1, 2],
+    )
+    _logger.info(
+        "validating %s (%d classes) from %s on %s/%s: %d px (resize %d, %s), batch %d",
+        cfg.model,
+        cfg.num_classes,
+        net.load_report.path,
+        cfg.data_dir,
+        cfg.val_split,
+        cfg.image_resize,
+        int(cfg.image_resize / cfg.crop_pct),
+        cfg.interpolation,
+        cfg.batch_size,
+    )
     raw = model.eval(loader, dataset_sink_mode=False)
-    result = {"Top_1_Accuracy": float(raw["Top_1_Accuracy"]),
-              "Top_5_Accuracy": float(raw["Top_5_Accuracy"]) if "Top_5_Accuracy" in raw else None,
-              "loss": float(raw["loss"]), "samples": int(raw["samples"])}
+    result = {
+        "Top_1_Accuracy": float(raw["Top_1_Accuracy"]),
+        "Top_5_Accuracy": float(raw["Top_5_Accuracy"]) if "Top_5_Accuracy" in raw else None,
+        "loss": float(raw["loss"]),
+        "samples": int(raw["samples"]),
+    }
     if result["Top_5_Accuracy"] is None:
         _logger.info("Top_5_Accuracy: n/a (%d classes: top-5 would always be 1)", cfg.num_classes)
     return result

@@ -1,5 +1,6 @@
 """Training's building blocks: loss, per-step LR schedule, optimizer, weight EMA, the train step
 and the loop's callbacks. The loop itself is ``mindcv_mobile.tasks.train``."""
+
 from .ema import EMA
 from .loss import create_loss
 from .lr import create_lr_schedule

@@ -3,8 +3,10 @@
 Only rank 0 writes (checkpoints, ``metrics.jsonl``); every rank logs to its own stream. Under
 data parallelism the BatchNorm statistics are averaged over ranks before validation and saving.
 """
+
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import sys
@@ -54,12 +56,24 @@ class SyncBatchNormStatistics(Callback):
         total = ops.AllReduce()(ms.Tensor(flat)).asnumpy() / self.group_size
         offset = 0
         for param, array in zip(self.params, arrays):
-            part = total[offset:offset + array.size].reshape(array.shape).astype(array.dtype)
+            part = total[offset : offset + array.size].reshape(array.shape).astype(array.dtype)
             param.set_data(ms.Tensor(part))
             offset += array.size
 
     def on_train_epoch_end(self, run_context):
         self.synchronize()
+
+
+@dataclasses.dataclass(frozen=True)
+class MonitorPlan:
+    """When the monitor logs, validates and saves: the recipe's intervals and limits."""
+
+    num_epochs: int
+    val_interval: int = 1
+    ckpt_interval: int = 1
+    keep_checkpoint_max: int = 10
+    log_interval: int = 100
+    sink_mode: bool = False
 
 
 class TrainMonitor(Callback):
@@ -70,35 +84,33 @@ class TrainMonitor(Callback):
         model_name: prefix of checkpoint files.
         lr_schedule: the per-step LR list (for logging the LR in use).
         global_batch: images per step over all devices (for img/s).
+        plan: epochs, intervals and checkpoint limits (:class:`MonitorPlan`).
         evaluate: ``evaluate() -> dict`` of metrics, or None to skip validation.
-        val_interval, ckpt_interval, keep_checkpoint_max: as in the recipe.
-        state: extra entries saved in every checkpoint (``train_state.*``) and the resume info.
-        save_params: ``() -> list`` of what to save (network, optimizer state, EMA).
+        save_params: ``() -> Cell`` of what to save (network, optimizer state, EMA).
+        history, kept, best_top1: what the run this one resumes had written, so metrics.jsonl and
+            checkpoint rotation continue across restarts.
     """
 
-    def __init__(self, run_dir: Optional[RunDir], model_name: str, lr_schedule, global_batch: int, num_epochs: int,
-                 evaluate: Optional[Callable[[], dict]] = None, val_interval: int = 1, ckpt_interval: int = 1,
-                 keep_checkpoint_max: int = 10, save_params: Optional[Callable[[], list]] = None,
-                 log_interval: int = 100, sink_mode: bool = False, history: Optional[list] = None,
-                 kept: Optional[list] = None, best_top1: Optional[float] = None) -> None:
+    def __init__(
+        self,
+        run_dir: Optional[RunDir],
+        model_name: str,
+        lr_schedule,
+        global_batch: int,
+        plan: MonitorPlan,
+        evaluate: Optional[Callable[[], dict]] = None,
+        save_params: Optional[Callable[[], object]] = None,
+        history: Optional[list] = None,
+        kept: Optional[list] = None,
+        best_top1: Optional[float] = None,
+    ) -> None:
         super().__init__()
-        self.run_dir = run_dir
-        self.model_name = model_name
-        self.lr_schedule = lr_schedule
-        self.global_batch = global_batch
-        self.num_epochs = num_epochs
-        self.evaluate = evaluate
-        self.val_interval = val_interval
-        self.ckpt_interval = ckpt_interval
-        self.keep_checkpoint_max = keep_checkpoint_max
-        self.save_params = save_params
-        self.log_interval = log_interval
-        self.sink_mode = sink_mode
+        self.run_dir, self.model_name, self.lr_schedule = run_dir, model_name, lr_schedule
+        self.global_batch, self.plan = global_batch, plan
+        self.evaluate, self.save_params = evaluate, save_params
         self.best_top1 = best_top1
         self.best_path: Optional[str] = None
         self.last_metrics: dict = {}
-        # Rows and epoch checkpoints of the run this one resumes, so metrics.jsonl and
-        # keep_checkpoint_max continue across restarts.
         self.history: list = list(history or [])
         self.kept: list = list(kept or [])
         self.skipped_steps = 0
@@ -123,6 +135,7 @@ class TrainMonitor(Callback):
     def _outputs(outputs) -> tuple:
         """(loss, overflow, loss scale) from the train step's outputs; a bare loss when the step does
         not check overflow (CPU, fixed loss scale)."""
+
         def value(x):
             return np.asarray(x.asnumpy() if hasattr(x, "asnumpy") else x)
 
@@ -138,11 +151,15 @@ class TrainMonitor(Callback):
         self._epoch_start = time.time()
         self._losses = []
         cb = run_context.original_args()
-        if not self.sink_mode and sys.stderr.isatty():
+        if not self.plan.sink_mode and sys.stderr.isatty():
             from tqdm import tqdm
 
-            self._bar = tqdm(total=cb.batch_num, desc=f"epoch {self._epoch(cb)}/{self.num_epochs}",
-                             leave=False, dynamic_ncols=True)
+            self._bar = tqdm(
+                total=cb.batch_num,
+                desc=f"epoch {self._epoch(cb)}/{self.plan.num_epochs}",
+                leave=False,
+                dynamic_ncols=True,
+            )
 
     def on_train_step_end(self, run_context):
         cb = run_context.original_args()
@@ -150,23 +167,35 @@ class TrainMonitor(Callback):
         if overflow:
             # Dynamic loss scaling (Ascend/GPU): the update was skipped and the scale lowered.
             self.skipped_steps += 1
-            _logger.warning("step %d: gradient overflow, update skipped; loss scale now %g (%d skipped so far)",
-                            self._global_step(cb), scale or float("nan"), self.skipped_steps)
+            _logger.warning(
+                "step %d: gradient overflow, update skipped; loss scale now %g (%d skipped so far)",
+                self._global_step(cb),
+                scale or float("nan"),
+                self.skipped_steps,
+            )
             return
         self._losses.append(loss)
         if not math.isfinite(loss):
             raise FloatingPointError(
                 f"loss is {loss} at epoch {self._epoch(cb)} step {self._global_step(cb)}; stopping. Last good "
-                f"checkpoint: {self.last_checkpoint() or 'none saved yet'}. Lower lr or check the data")
-        if self.sink_mode:
+                f"checkpoint: {self.last_checkpoint() or 'none saved yet'}. Lower lr or check the data"
+            )
+        if self.plan.sink_mode:
             return
         step_in_epoch = (cb.cur_step_num - 1) % cb.batch_num + 1
         if self._bar is not None:
             self._bar.update(1)
             self._bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self._lr_at(self._global_step(cb) - 1):.5f}")
-        elif step_in_epoch % self.log_interval == 0 and step_in_epoch != cb.batch_num:
-            _logger.info("epoch [%d/%d] step [%d/%d] loss %.4f lr %.6f", self._epoch(cb), self.num_epochs,
-                         step_in_epoch, cb.batch_num, loss, self._lr_at(self._global_step(cb) - 1))
+        elif step_in_epoch % self.plan.log_interval == 0 and step_in_epoch != cb.batch_num:
+            _logger.info(
+                "epoch [%d/%d] step [%d/%d] loss %.4f lr %.6f",
+                self._epoch(cb),
+                self.plan.num_epochs,
+                step_in_epoch,
+                cb.batch_num,
+                loss,
+                self._lr_at(self._global_step(cb) - 1),
+            )
 
     def on_train_epoch_end(self, run_context):
         cb = run_context.original_args()
@@ -178,10 +207,15 @@ class TrainMonitor(Callback):
         loss = float(np.mean(self._losses)) if self._losses else float("nan")
         step = self._global_step(cb)
         row = {
-            "epoch": epoch, "global_step": step, "loss": round(loss, 6), "lr": self._lr_at(step - 1), "epoch_time_s": round(seconds, 3),
-            "ms_per_step": round(1000 * seconds / steps, 2), "img_per_s": round(self.global_batch * steps / seconds, 2),
+            "epoch": epoch,
+            "global_step": step,
+            "loss": round(loss, 6),
+            "lr": self._lr_at(step - 1),
+            "epoch_time_s": round(seconds, 3),
+            "ms_per_step": round(1000 * seconds / steps, 2),
+            "img_per_s": round(self.global_batch * steps / seconds, 2),
         }
-        if self.evaluate is not None and (epoch % self.val_interval == 0 or epoch == self.num_epochs):
+        if self.evaluate is not None and (epoch % self.plan.val_interval == 0 or epoch == self.plan.num_epochs):
             t0 = time.time()
             metrics = self.evaluate()
             row.update({k: (None if v is None else round(float(v), 6)) for k, v in metrics.items()})
@@ -192,19 +226,36 @@ class TrainMonitor(Callback):
         val = ""
         if "Top_1_Accuracy" in row:
             top5 = row.get("Top_5_Accuracy")
-            val = (f", val top-1 {100 * top1:.2f}%" + (f" top-5 {100 * top5:.2f}%" if top5 is not None else "")
-                   + f" loss {row.get('val_loss', float('nan')):.4f}")
-        _logger.info("epoch [%d/%d] steps %d loss %.4f lr %.6f epoch-time %.1fs %.1f ms/step %.1f img/s%s",
-                     epoch, self.num_epochs, steps, loss, row["lr"], seconds, row["ms_per_step"], row["img_per_s"], val)
+            val = (
+                f", val top-1 {100 * top1:.2f}%"
+                + (f" top-5 {100 * top5:.2f}%" if top5 is not None else "")
+                + f" loss {row.get('val_loss', float('nan')):.4f}"
+            )
+        _logger.info(
+            "epoch [%d/%d] steps %d loss %.4f lr %.6f epoch-time %.1fs %.1f ms/step %.1f img/s%s",
+            epoch,
+            self.plan.num_epochs,
+            steps,
+            loss,
+            row["lr"],
+            seconds,
+            row["ms_per_step"],
+            row["img_per_s"],
+            val,
+        )
         if self.run_dir is None:
             return
         self.run_dir.write_metrics(self.history)
         is_best = top1 is not None and (self.best_top1 is None or top1 > self.best_top1)
         if is_best:
             self.best_top1 = top1
-        if epoch % self.ckpt_interval == 0 or epoch == self.num_epochs or is_best:
-            self._save(epoch, step, periodic=epoch % self.ckpt_interval == 0 or epoch == self.num_epochs,
-                       is_best=is_best)
+        if epoch % self.plan.ckpt_interval == 0 or epoch == self.plan.num_epochs or is_best:
+            self._save(
+                epoch,
+                step,
+                periodic=epoch % self.plan.ckpt_interval == 0 or epoch == self.plan.num_epochs,
+                is_best=is_best,
+            )
 
     def summary(self) -> str:
         """The run's closing line (logged by the trainer once, after its last Model.train call)."""
@@ -219,11 +270,15 @@ class TrainMonitor(Callback):
         return pointer.get("path") if pointer else None
 
     def _save(self, epoch: int, step: int, periodic: bool, is_best: bool) -> None:
-        state = {"epoch_num": epoch, "step_num": step,
-                 "train_state.best_top1": -1.0 if self.best_top1 is None else float(self.best_top1)}
+        state = {
+            "epoch_num": epoch,
+            "step_num": step,
+            "train_state.best_top1": -1.0 if self.best_top1 is None else float(self.best_top1),
+        }
         params = self.save_params()
         if periodic:
-            self.kept = self.run_dir.save_epoch_checkpoint(params, self.model_name, epoch, step, state, self.kept,
-                                                           self.keep_checkpoint_max)
+            self.kept = self.run_dir.save_epoch_checkpoint(
+                params, self.model_name, epoch, step, state, self.kept, self.plan.keep_checkpoint_max
+            )
         if is_best:
             self.best_path = self.run_dir.save_best(params, self.model_name, state)

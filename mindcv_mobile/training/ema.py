@@ -16,10 +16,11 @@ Update after every optimizer step, with ``d`` the decay and ``k`` the number of 
 The warm-up makes early shadows follow the weights closely (``d_1 ~ 5e-4``) instead of being
 stuck near the initialization for the first ~1/(1-decay) steps.
 """
+
 from __future__ import annotations
 
-import numpy as np
 import mindspore as ms
+import numpy as np
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
 __all__ = ["EMA", "EMA_PREFIX"]

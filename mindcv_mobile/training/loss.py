@@ -10,6 +10,7 @@ not smooth them a second time.
 
 The loss is computed in float32 whatever the logits' dtype (amp O2/O3 give float16 logits).
 """
+
 from __future__ import annotations
 
 import mindspore as ms
@@ -84,8 +85,6 @@ _LOSSES: dict[str, type[_SmoothedTargetLoss]] = {
 def list_losses() -> list[str]:
     """Names accepted by :func:`create_loss`."""
     return sorted(_LOSSES)
-
-
 
 
 LOSS_CHOICES = tuple(_LOSSES)

@@ -32,6 +32,7 @@ optimizer as a dynamic learning rate. It has two phases:
 ``lr_epoch_stair=True`` holds every step of an epoch at the value of the epoch's first step
 (mindcv's ``linear_lr`` / ``cosine_decay_lr`` instead of the ``*_refined_lr`` variants).
 """
+
 from __future__ import annotations
 
 import bisect
@@ -112,18 +113,26 @@ SCHEDULER_CHOICES = tuple(_SCHEDULERS) + tuple(_ALIASES)
 def schedule_kwargs(cfg) -> dict:
     """:func:`create_lr_schedule`'s arguments from a recipe, all but ``steps_per_epoch`` (a property
     of the data, known to the build step)."""
-    return {"scheduler": cfg.scheduler, "lr": cfg.lr, "num_epochs": cfg.epoch_size, "min_lr": cfg.min_lr,
-            "warmup_epochs": cfg.warmup_epochs, "warmup_factor": cfg.warmup_factor,
-            "decay_epochs": cfg.decay_epochs, "decay_rate": cfg.decay_rate,
-            "multi_step_decay_milestones": cfg.multi_step_decay_milestones, "lr_epoch_stair": cfg.lr_epoch_stair,
-            "num_cycles": cfg.num_cycles, "cycle_decay": cfg.cycle_decay, "power": cfg.poly_power}
+    return {
+        "scheduler": cfg.scheduler,
+        "lr": cfg.lr,
+        "num_epochs": cfg.epoch_size,
+        "min_lr": cfg.min_lr,
+        "warmup_epochs": cfg.warmup_epochs,
+        "warmup_factor": cfg.warmup_factor,
+        "decay_epochs": cfg.decay_epochs,
+        "decay_rate": cfg.decay_rate,
+        "multi_step_decay_milestones": cfg.multi_step_decay_milestones,
+        "lr_epoch_stair": cfg.lr_epoch_stair,
+        "num_cycles": cfg.num_cycles,
+        "cycle_decay": cfg.cycle_decay,
+        "power": cfg.poly_power,
+    }
 
 
 def list_schedulers() -> list[str]:
     """Names accepted by :func:`create_lr_schedule`."""
     return sorted(_SCHEDULERS)
-
-
 
 
 def _number(name: str, value: object) -> float:
@@ -194,8 +203,9 @@ def create_lr_schedule(
     if warmup_epochs >= num_epochs:
         # A short run of a long recipe (--epoch_size 1 on a recipe with warmup 4) stops inside
         # the warmup: the LR never reaches its peak, as it would not in the recipe's first epoch.
-        _logger.warning("warmup_epochs %s >= num_epochs %s: the run ends inside the linear warmup",
-                        warmup_epochs, num_epochs)
+        _logger.warning(
+            "warmup_epochs %s >= num_epochs %s: the run ends inside the linear warmup", warmup_epochs, num_epochs
+        )
     if not 0 <= warmup_factor <= 1:
         raise ValueError(f"warmup_factor must be in [0, 1], got {warmup_factor}")
     if decay_rate <= 0:
@@ -223,9 +233,7 @@ def create_lr_schedule(
             num_epochs,
         )
 
-    if isinstance(multi_step_decay_milestones, (str, bytes)) or not isinstance(
-        multi_step_decay_milestones, Sequence
-    ):
+    if isinstance(multi_step_decay_milestones, (str, bytes)) or not isinstance(multi_step_decay_milestones, Sequence):
         raise TypeError(f"multi_step_decay_milestones must be a list of epochs, got {multi_step_decay_milestones!r}")
     milestones = tuple(_number("multi_step_decay_milestones", m) for m in multi_step_decay_milestones)
     if any(b <= a for a, b in zip(milestones, milestones[1:])) or any(m <= 0 for m in milestones):

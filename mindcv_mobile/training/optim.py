@@ -18,6 +18,7 @@ is visible through :func:`split_weight_decay` and does not depend on MindSpore's
 unscale the gradients itself, as ``FixedLossScaleManager(S, drop_overflow_update=False)``
 does. ``adamw`` (``nn.AdamWeightDecay``) has no such argument and rejects ``S != 1``.
 """
+
 from __future__ import annotations
 
 import math
@@ -116,9 +117,15 @@ WEIGHT_DECAY_FILTER_CHOICES = tuple(_WEIGHT_DECAY_FILTERS)
 def optimizer_kwargs(cfg) -> dict:
     """:func:`create_optimizer`'s arguments from a recipe, all but ``params`` and ``lr`` (the
     schedule). Gradients are unscaled in the train step, so the optimizer's loss scale is 1."""
-    return {"opt": cfg.opt, "weight_decay": cfg.weight_decay, "momentum": cfg.momentum,
-            "nesterov": cfg.use_nesterov, "weight_decay_filter": cfg.weight_decay_filter, "loss_scale": 1.0,
-            "eps": cfg.eps}
+    return {
+        "opt": cfg.opt,
+        "weight_decay": cfg.weight_decay,
+        "momentum": cfg.momentum,
+        "nesterov": cfg.use_nesterov,
+        "weight_decay_filter": cfg.weight_decay_filter,
+        "loss_scale": 1.0,
+        "eps": cfg.eps,
+    }
 
 
 def list_optimizers() -> list[str]:
@@ -129,8 +136,6 @@ def list_optimizers() -> list[str]:
 def list_weight_decay_filters() -> list[str]:
     """Names accepted as ``weight_decay_filter``."""
     return sorted(_WEIGHT_DECAY_FILTERS)
-
-
 
 
 def split_weight_decay(

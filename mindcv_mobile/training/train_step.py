@@ -2,11 +2,13 @@
 
 Decided once here, logged once, used everywhere:
 
-| device | amp_level from the recipe | loss scale |
-|---|---|---|
-| Ascend, GPU | kept (O2/O3 in the published recipes) | ``auto``/``dynamic``: dynamic, starting at ``loss_scale``; ``fixed``: fixed, steps skipped on overflow only with ``drop_overflow_update`` |
-| CPU | O0 (float16 on CPU is 3-4x slower here), unless ``amp_force`` | fixed, never skipping (MindSpore's overflow check needs NPU/GPU status ops) |
+- Ascend, GPU: the recipe's ``amp_level`` (O2/O3 in the published recipes); loss scale
+  ``auto``/``dynamic``: dynamic, starting at ``loss_scale``; ``fixed``: fixed, steps skipped on
+  overflow only with ``drop_overflow_update``.
+- CPU: amp O0 (float16 on CPU is 3-4x slower here) unless ``amp_force``; a fixed loss scale that
+  never skips a step (MindSpore's overflow check needs NPU/GPU status ops).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -52,8 +54,9 @@ def resolve_precision(cfg, device: str) -> Precision:
     notes = []
     amp_level = cfg.amp_level
     if device == "CPU" and amp_level != "O0" and not cfg.amp_force:
-        notes.append(f"recipe amp_level {amp_level} -> O0 on CPU, where float16 is 3-4x slower; "
-                     f"--amp_force True keeps it")
+        notes.append(
+            f"recipe amp_level {amp_level} -> O0 on CPU, where float16 is 3-4x slower; --amp_force True keeps it"
+        )
         amp_level = "O0"
     kind = cfg.loss_scale_type
     if device == "CPU":
@@ -63,8 +66,13 @@ def resolve_precision(cfg, device: str) -> Precision:
             notes.append("drop_overflow_update ignored on CPU (no overflow status op)")
         return Precision(amp_level, cfg.loss_scale, dynamic=False, check_overflow=False, notes=tuple(notes))
     dynamic = kind in ("auto", "dynamic")
-    return Precision(amp_level, cfg.loss_scale, dynamic=dynamic, check_overflow=dynamic or cfg.drop_overflow_update,
-                     notes=tuple(notes))
+    return Precision(
+        amp_level,
+        cfg.loss_scale,
+        dynamic=dynamic,
+        check_overflow=dynamic or cfg.drop_overflow_update,
+        notes=tuple(notes),
+    )
 
 
 class TrainStep(nn.TrainOneStepWithLossScaleCell):
@@ -76,11 +84,19 @@ class TrainStep(nn.TrainOneStepWithLossScaleCell):
     device, so there is one place where the scale is undone.
     """
 
-    def __init__(self, network: nn.Cell, optimizer: nn.Optimizer, precision: Precision,
-                 clip_grad: bool = False, clip_value: float = 15.0, ema: nn.Cell | None = None) -> None:
+    def __init__(
+        self,
+        network: nn.Cell,
+        optimizer: nn.Optimizer,
+        precision: Precision,
+        clip_grad: bool = False,
+        clip_value: float = 15.0,
+        ema: nn.Cell | None = None,
+    ) -> None:
         if precision.dynamic:
-            scale_sense = nn.DynamicLossScaleUpdateCell(loss_scale_value=precision.loss_scale, scale_factor=2,
-                                                        scale_window=2000)
+            scale_sense = nn.DynamicLossScaleUpdateCell(
+                loss_scale_value=precision.loss_scale, scale_factor=2, scale_window=2000
+            )
         else:
             scale_sense = Tensor(precision.loss_scale, ms.float32)
         super().__init__(network, optimizer, scale_sense)
