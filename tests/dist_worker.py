@@ -1,4 +1,4 @@
-"""Test helper started by msrun (tests/test_distributed.py): train.py plus what a test must see.
+"""Test helper started by msrun (tests/tasks/test_distributed.py): train.py plus what a test must see.
 
 Takes train.py's command line and calls ``mindcv_mobile.tasks.train`` unchanged; then, in
 ``$DIST_TEST_OUT``, each rank writes

@@ -1,6 +1,6 @@
 """train.py that SIGKILLs itself after global step KILL_AT_STEP (a test helper, not shipped).
 
-Used by tests/test_resume.py to interrupt a run in the middle of an epoch the way a cluster
+Used by tests/tasks/test_resume.py to interrupt a run in the middle of an epoch the way a cluster
 pre-emption or OOM killer would: no exception, no cleanup, no chance to save.
 """
 

@@ -76,6 +76,7 @@ def test_recipe_and_name_lookup(bench):
     assert bench.summarize([3.0, 1.0, 2.0], 10.0) == {"median": 20.0, "min": 10.0, "max": 30.0}
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_json_and_table(bench, digits_root, tmp_path):
     out = tmp_path / "smoke"
     cmd = [

@@ -190,6 +190,7 @@ def _small(data_dir: str) -> dict:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_recipe_builds_model_data_optimizer(recipe, digits_root, cifar_root, pynative):
     path = str(REPO / recipe)

@@ -1,7 +1,7 @@
 """MindSpore ops over the compiled library: each ``make_*(path, ...)`` returns ``(op, cfg)``, an
 ``ops.Custom(func_type="aot")`` with its ``bprop`` and the int32 config tensor it takes last.
 
-The ops run the same math as MindSpore's (checked in tests/test_cpu_kernels.py) and have no
+The ops run the same math as MindSpore's (checked in tests/kernels/test_kernel_ops.py) and have no
 parameters of their own: a layer keeps its ``weight``, so checkpoints do not depend on them.
 """
 

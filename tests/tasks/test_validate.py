@@ -25,7 +25,7 @@ from mindcv_mobile.deploy import preprocess
 from mindcv_mobile.models import create_model, save_checkpoint
 from mindcv_mobile.tasks import validate
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DIGITS_RECIPE = os.path.join(ROOT, "configs", "mobilenetv3", "mobilenet_v3_small_digits_cpu.yaml")
 MODEL = "mobilenet_v3_small_075"
 
@@ -103,6 +103,7 @@ def split_files(root, split="val"):
     ]
 
 
+@pytest.mark.slow
 def test_metrics_equal_numpy_over_every_image(digits_root, ckpt):
     cfg = cfg_for(digits_root, ckpt)
     files = split_files(digits_root)
@@ -130,6 +131,7 @@ def test_metrics_equal_numpy_over_every_image(digits_root, ckpt):
     assert len(set(top5[:, 0].tolist())) >= 3
 
 
+@pytest.mark.slow
 def test_top5_not_applicable_and_remainder_via_run_eval_script(three_classes, calib, tmp_path):
     """run_eval.sh -> validate.py: 3 classes, 15 images in batches of 4, JSON written."""
     ckpt3 = make_ckpt(tmp_path / "three.ckpt", calib, num_classes=3)
@@ -179,11 +181,13 @@ def test_run_eval_script_usage_on_wrong_arguments(args):
     assert "Usage: bash" in proc.stderr and "[cifar10|imagenet2012] [DATASET_PATH] [CHECKPOINT_PATH]" in proc.stderr
 
 
+@pytest.mark.slow
 def test_classifier_of_another_size_is_an_error(digits_root, ckpt):
     with pytest.raises(ValueError, match=r"10-class classifier .*num_classes is 12; evaluate with --num_classes 10"):
         validate(cfg_for(digits_root, ckpt, num_classes=12))
 
 
+@pytest.mark.slow
 def test_missing_unreadable_or_foreign_checkpoint_is_an_error(digits_root, calib, tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="checkpoint not found: .*nope.ckpt"):
         validate(cfg_for(digits_root, str(tmp_path / "nope.ckpt")))
@@ -202,6 +206,7 @@ def test_missing_unreadable_or_foreign_checkpoint_is_an_error(digits_root, calib
         validate(cfg_for(digits_root, v2))
 
 
+@pytest.mark.slow
 def test_v1_1001_class_release_is_sliced_to_1000(digits_root, calib, tmp_path, caplog):
     ckpt1001 = make_ckpt(tmp_path / "v1.ckpt", calib, model="mobilenet_v1_025", num_classes=1001)
     cfg = cfg_for(digits_root, ckpt1001, model="mobilenet_v1_025", num_classes=1000)
@@ -217,6 +222,7 @@ def test_v1_1001_class_release_is_sliced_to_1000(digits_root, calib, tmp_path, c
     assert result["samples"] == 359 and result["Top_5_Accuracy"] is not None
 
 
+@pytest.mark.slow
 def test_ema_weights_are_validated_when_ema_is_set(digits_root, calib, tmp_path):
     raw = calibrated(create_model(MODEL, num_classes=10), calib, 0)
     shadow = calibrated(create_model(MODEL, num_classes=10), calib, 1)
@@ -232,6 +238,7 @@ def test_ema_weights_are_validated_when_ema_is_set(digits_root, calib, tmp_path)
         load_eval_network(cfg_for(digits_root, make_ckpt(tmp_path / "plain.ckpt", calib), ema=True))
 
 
+@pytest.mark.slow
 def test_eval_resolution_follows_the_model_record_unless_set(digits_root, three_classes, calib, tmp_path, caplog):
     # mobilenet_v2_<alpha>_<res>: the record's input size when the user set none ...
     cfg = load_config(None, {"model": "mobilenet_v2_050_96", "data_dir": digits_root})
@@ -262,6 +269,7 @@ def test_eval_resolution_follows_the_model_record_unless_set(digits_root, three_
     assert any("96 px (resize 109, bilinear)" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.slow
 def test_validate_script_one_line_error_and_run_dir_config(digits_root, ckpt, tmp_path, capsys):
     script = load_script("validate.py")
     code = run_main(

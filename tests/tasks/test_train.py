@@ -14,7 +14,10 @@ import yaml
 from mindcv_mobile.config import load_config
 from mindcv_mobile.tasks import train
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Every test here trains (or launches msrun).
+pytestmark = pytest.mark.slow
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DIGITS_RECIPE = os.path.join(ROOT, "configs", "mobilenetv3", "mobilenet_v3_small_digits_cpu.yaml")
 MINDCV_V3_SMALL = os.path.join(ROOT, "tests", "fixtures", "mindcv_mobilenet_v3_small_ascend.yaml")
 

@@ -8,7 +8,7 @@ of 4 digits images (32 px, 3 classes) plus the bad files and train MobileNetV1-0
 epoch of batch 4 in PyNative mode (no graph compile).
 
 Point 5 of the issue (a worker that dies under msrun ends the job non-zero, naming its rank) is
-tests/test_distributed.py::test_dead_worker_ends_the_job_naming_its_rank.
+tests/tasks/test_distributed.py::test_dead_worker_ends_the_job_naming_its_rank.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from mindcv_mobile.models.checkpoint import CheckpointWriteError
 from mindcv_mobile.runtime import LAUNCHER_ENV
 from mindcv_mobile.tasks import train, validate
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODEL = "mobilenet_v1_025"
 CLASSES = ("0", "1", "2")
 # "<split dir>: N images in C classes (R re-encoded via PIL, S skipped), scanned in ..." (data/image_folder.py)
@@ -168,6 +168,7 @@ def val_tree(digits_root, tmp_path_factory):
 
 
 # --------------------------------------------------------------------------- data
+@pytest.mark.slow
 def test_missing_data_dir(digits_root, tmp_path):
     proc = run_script(
         "train.py",
@@ -219,6 +220,7 @@ def test_empty_split(tmp_path):
         train(tiny_cfg(tmp_path / "data", tmp_path / "run"))
 
 
+@pytest.mark.slow
 def test_class_folder_with_no_images(digits_root, tmp_path, caplog):
     tree = digits_tree(digits_root, tmp_path / "data", per_class=(2, 0, 2))
     result, scan, warnings = train_logged(tiny_cfg(tree, tmp_path / "run"), caplog)
@@ -244,6 +246,7 @@ def _corrupt_jpeg(kind: str, jpeg: bytes) -> bytes:
     return bytes(data)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["bad Huffman table", "corrupt scan data"])
 def test_corrupt_jpeg(digits_root, tmp_path, caplog, kind):
     # Before the structure check in data/image_files.py, MindSpore 2.10's decoder killed the whole
@@ -263,6 +266,7 @@ def test_corrupt_jpeg(digits_root, tmp_path, caplog, kind):
     assert_trained(result, steps=1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["cut in half", "corrupt chunk, end intact"])
 def test_truncated_png(digits_root, tmp_path, caplog, kind):
     # The second kind (IEND present, so it looked whole) used to stop the pipeline mid-epoch.
@@ -300,6 +304,7 @@ def _unusual_images(rgb: np.ndarray) -> dict:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("row", ["CMYK JPEG", "16-bit PNG", "grayscale and RGBA"])
 def test_unusual_but_valid_images_are_trained_on(digits_root, tmp_path, caplog, row):
     tree = digits_tree(digits_root, tmp_path / "data")
@@ -317,6 +322,7 @@ def test_unusual_but_valid_images_are_trained_on(digits_root, tmp_path, caplog, 
     assert_trained(result, steps=2)
 
 
+@pytest.mark.slow
 def test_non_image_file_among_images(digits_root, tmp_path, caplog):
     tree = digits_tree(digits_root, tmp_path / "data")
     (tree / "train" / "0" / "README.txt").write_text("labelled by hand, 2024")  # not an image extension
@@ -374,6 +380,7 @@ def test_wrong_value_type(tmp_path, capsys, monkeypatch):
     assert load_config(None, {"val_while_train": "False"}).val_while_train is False
 
 
+@pytest.mark.slow
 def test_distribute_true_without_msrun(digits_root, tmp_path):
     tree = digits_tree(digits_root, tmp_path / "data")
     proc = run_script(
@@ -409,6 +416,7 @@ def test_checkpoint_path_missing(digits_root, val_tree, tmp_path):
         validate(tiny_cfg(val_tree, tmp_path / "run", ckpt_path=str(missing)))
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_model(digits_root, val_tree, tmp_path):
     tree = digits_tree(digits_root, tmp_path / "data")
     wider = save_checkpoint(create_model("mobilenet_v1_050", num_classes=3), str(tmp_path / "v1_050.ckpt"))
@@ -454,6 +462,7 @@ def test_truncated_checkpoint_file(digits_root, val_tree, ckpt3, tmp_path):
         validate(tiny_cfg(val_tree, tmp_path / "run", ckpt_path=str(cut)))
 
 
+@pytest.mark.slow
 def test_num_classes_mismatch(digits_root, val_tree, ckpt3, tmp_path, caplog):
     # validate: a classifier of another size would score an untrained head -> error.
     with pytest.raises(
@@ -522,6 +531,7 @@ def test_output_dir_not_writable(digits_root, tmp_path, capsys, monkeypatch, whe
     assert assert_one_line_error(capsys.readouterr().err, "train.py").startswith(f"ckpt_save_dir {run_dir} is not")
 
 
+@pytest.mark.slow
 def test_disk_full_on_save(digits_root, tmp_path, monkeypatch, caplog):
     real_save = ms.save_checkpoint
     written = []

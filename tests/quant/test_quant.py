@@ -32,7 +32,7 @@ from mindcv_mobile.quant import (
 from mindcv_mobile.tasks import train, validate
 from mindcv_mobile.tasks.export import export
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DIGITS_RECIPE = os.path.join(ROOT, "configs", "mobilenetv2_quant", "mobilenet_v2_quant_digits_cpu.yaml")
 ASCEND_RECIPE = os.path.join(ROOT, "configs", "mobilenetv2_quant", "mobilenet_v2_quant_ascend.yaml")
 WIDTHS = sorted({name[: len("mobilenet_v2_035")] for name in list_models("mobilenet_v2_*")})
@@ -56,6 +56,7 @@ def _random_bn_statistics(net, seed=0):
             cell.moving_variance.set_data(ms.Tensor(rng.uniform(0.5, 2.0, c).astype(np.float32)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("width", WIDTHS)
 def test_fake_quant_points_match_the_architecture(width):
     net = create_model(width, num_classes=10)
@@ -82,6 +83,7 @@ def test_quantize_model_refuses_other_architectures():
         quantize_model(create_model("mobilenet_v2_035", num_classes=10), quant_delay=0)
 
 
+@pytest.mark.slow
 def test_deploy_weights_are_on_the_int8_grid():
     net = create_model("mobilenet_v2_035", num_classes=10)
     _random_bn_statistics(net)

@@ -69,6 +69,7 @@ def _refused(match: str) -> str:
     return why_not
 
 
+@pytest.mark.slow
 def test_a_build_is_private_and_its_digest_recorded(built):
     home, path = built
     folder, library = home / cache.FOLDER, home / cache.FOLDER / os.path.basename(path)
@@ -80,11 +81,13 @@ def test_a_build_is_private_and_its_digest_recorded(built):
     assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_the_copy_loads_and_builds_a_model_on_the_kernels(lib):
     assert kernels.library() == (str(lib), "")
     assert _kernel_layers(create_model("mobilenet_v2_035", num_classes=3, cpu_kernels=True)) == 17 + 1
 
 
+@pytest.mark.slow
 def test_a_planted_library_with_another_digest_is_not_loaded(lib):
     lib.write_bytes(PLANTED)  # the right name, other bytes; the recorded digest is the real build's
     why_not = _refused("sha256")
@@ -99,6 +102,7 @@ def test_a_planted_digest_that_is_not_one_is_not_trusted(lib):
     _refused("holds no sha256 digest")
 
 
+@pytest.mark.slow
 def test_a_library_without_recorded_digest_is_rebuilt_not_loaded(lib):
     lib.write_bytes(PLANTED)
     lib.with_name(lib.name + cache.DIGEST_SUFFIX).unlink()  # e.g. left by an older version
@@ -146,6 +150,7 @@ def test_a_folder_of_another_user_is_refused(lib):
     _refused("belongs to uid 65534, not to you")
 
 
+@pytest.mark.slow
 def test_the_compiler_writes_a_private_temporary_name(tmp_path, monkeypatch):
     monkeypatch.setenv("MINDCV_MOBILE_HOME", str(tmp_path))
     monkeypatch.delenv(kernels.SWITCH_ENV, raising=False)

@@ -257,6 +257,7 @@ def test_ce_label_smoothing_golden_value(pynative_mode):
     assert float(unsmoothed) == pytest.approx(-math.log(0.75), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_ce_int_and_soft_labels_in_graph_mode_with_fp16_logits(graph_mode):
     class Wrapped(nn.Cell):
         def __init__(self, loss):
@@ -498,6 +499,7 @@ def test_ema_swap_in_out_and_copy_to(pynative_mode):
         ema.swap_out()
 
 
+@pytest.mark.slow
 def test_ema_updates_after_optimizer_in_graph_train_step(graph_mode):
     class Step(nn.Cell):
         def __init__(self, net, optimizer):

@@ -26,7 +26,7 @@ from mindcv_mobile.files import WriteError
 from mindcv_mobile.models import create_model, save_checkpoint
 from mindcv_mobile.tasks.export import export
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DIGITS_RECIPE = os.path.join(ROOT, "configs", "mobilenetv3", "mobilenet_v3_small_digits_cpu.yaml")
 SIZE = 48  # not the 224 default: --image_resize reaches the exported input
 
@@ -81,6 +81,7 @@ def cell(model, ckpt, train=False):
     return net
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["mobilenet_v1_025", "mobilenet_v2_035", "mobilenet_v3_small_075"])
 def test_mindir_and_onnx_match_the_eval_cell(model, calib, val_batch, tmp_path):
     ckpt = make_ckpt(tmp_path / "w.ckpt", model, calib)
@@ -109,6 +110,7 @@ def test_mindir_and_onnx_match_the_eval_cell(model, calib, val_batch, tmp_path):
     assert np.abs(train_mode - reference).max() > 10 * tolerance
 
 
+@pytest.mark.slow
 def test_exporting_twice_in_one_process_uses_a_fresh_cell(calib, val_batch, tmp_path):
     # MindSpore 2.10 crashes exporting the same Cell instance to ONNX twice.
     ckpt = make_ckpt(tmp_path / "w.ckpt", "mobilenet_v1_025", calib)
@@ -131,6 +133,7 @@ def test_air_off_ascend_is_refused_before_trying(tmp_path):
         export(cfg, "ONNX", str(tmp_path / "m.mindir"))
 
 
+@pytest.mark.slow
 def test_export_script(calib, tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("export_script", os.path.join(ROOT, "export.py"))
     script = importlib.util.module_from_spec(spec)
@@ -170,6 +173,7 @@ def test_export_script(calib, tmp_path, capsys):
     assert code == 2 and err[-1].startswith("export.py: error: AIR export needs Ascend")
 
 
+@pytest.mark.slow
 def test_onnx_takes_any_batch_and_matches_the_cell(calib, val_batch, tmp_path):
     model = "mobilenet_v3_small_075"
     ckpt = make_ckpt(tmp_path / "w.ckpt", model, calib)
@@ -187,6 +191,7 @@ def test_onnx_takes_any_batch_and_matches_the_cell(calib, val_batch, tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_fixed_batch_onnx_from_elsewhere_is_fed_in_chunks(calib, val_batch, tmp_path):
     # MindSpore's own exporter, without the dynamic batch axis export() adds: a fixed batch of 3
     net = calibrated(create_model("mobilenet_v1_025", num_classes=10), calib, 0)
@@ -200,6 +205,7 @@ def test_fixed_batch_onnx_from_elsewhere_is_fed_in_chunks(calib, val_batch, tmp_
     assert np.abs(predictor(images) - reference).max() <= tolerance
 
 
+@pytest.mark.slow
 def test_a_file_failing_its_check_is_removed_with_its_metadata(calib, tmp_path, monkeypatch):
     from mindcv_mobile.deploy import verify
 
@@ -220,6 +226,7 @@ def test_a_file_failing_its_check_is_removed_with_its_metadata(calib, tmp_path, 
     assert os.listdir(out) == []
 
 
+@pytest.mark.slow
 def test_unwritable_destination_is_named_in_the_error(calib, tmp_path, capsys):
     ckpt = make_ckpt(tmp_path / "w.ckpt", "mobilenet_v1_025", calib)
     cfg = load_config(

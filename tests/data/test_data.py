@@ -18,7 +18,7 @@ from mindcv_mobile.data import class_names, create_dataset, create_loader, creat
 from mindcv_mobile.data.cifar import CIFAR10_CLASSES, CIFAR10_RECORD_BYTES
 
 DATASET_LOGGER = "mindcv_mobile.data"  # the readers log under it (data.image_folder)
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def rows(dataset, epochs: int = 1) -> list[list[tuple[str, int]]]:
@@ -49,6 +49,7 @@ def encoded(img: Image.Image, fmt: str, **kw) -> bytes:
 
 
 # --------------------------------------------------------------------------- digits tree
+@pytest.mark.slow
 def test_digits_tree_counts_labels_and_idempotence(digits_root):
     info = write_digits_imagefolder(digits_root, image_size=32)
     assert info["written"] is False  # the fixture already wrote it
@@ -65,6 +66,7 @@ def test_digits_tree_counts_labels_and_idempotence(digits_root):
         write_digits_imagefolder(digits_root, image_size=16)
 
 
+@pytest.mark.slow
 def test_digits_overwrite_and_cli(tmp_path, capsys):
     root = str(tmp_path / "d")
     assert write_digits_imagefolder(root, image_size=8)["written"]
@@ -80,6 +82,7 @@ def test_digits_overwrite_and_cli(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------- reader, sharding
+@pytest.mark.slow
 def test_imagefolder_sizes_and_labels(digits_root):
     info = write_digits_imagefolder(digits_root, image_size=32)
     for split in ("train", "val"):
@@ -92,6 +95,7 @@ def test_imagefolder_sizes_and_labels(digits_root):
         assert {str(c): counts[c] for c in range(10)} == info["per_class"][split]
 
 
+@pytest.mark.slow
 def test_shards_unshuffled_are_disjoint_and_cover_all(digits_root):
     (full,) = rows(create_dataset("imagenet", digits_root, "val", shuffle=False))
     shards = [
@@ -102,6 +106,7 @@ def test_shards_unshuffled_are_disjoint_and_cover_all(digits_root):
     assert sum((collections.Counter(s) for s in shards), collections.Counter()) == collections.Counter(full)
 
 
+@pytest.mark.slow
 def test_shuffled_shards_are_seeded_disjoint_equal_and_reshuffled(digits_root):
     def shard(k, seed=7):
         return rows(
@@ -123,6 +128,7 @@ def test_shuffled_shards_are_seeded_disjoint_equal_and_reshuffled(digits_root):
     assert shard(0, seed=8) != shards[0]
 
 
+@pytest.mark.slow
 def test_num_samples_caps_each_shard(digits_root):
     ds = create_dataset("imagenet", digits_root, "train", num_samples=10, num_shards=2, shard_id=1)
     assert ds.get_dataset_size() == 10 and len(rows(ds)[0]) == 10
@@ -305,6 +311,7 @@ def test_unusual_images_decode_to_rgb_uint8(tmp_path):
 
 
 # --------------------------------------------------------------------------- CIFAR-10
+@pytest.mark.slow
 def test_cifar10_binary_reader(tmp_path):
     data_dir = tmp_path / "cifar-10-batches-bin"
     data_dir.mkdir()

@@ -11,7 +11,10 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Every test here trains (or launches msrun).
+pytestmark = pytest.mark.slow
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RECIPE = os.path.join(ROOT, "configs", "mobilenetv3", "mobilenet_v3_small_digits_cpu.yaml")
 TIMING = {"epoch_time_s", "ms_per_step", "img_per_s", "val_time_s"}
 

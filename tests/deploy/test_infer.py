@@ -29,7 +29,7 @@ from mindcv_mobile.models import create_model, save_checkpoint
 from mindcv_mobile.tasks import validate
 from mindcv_mobile.tasks.export import export
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DIGITS_RECIPE = os.path.join(ROOT, "configs", "mobilenetv3", "mobilenet_v3_small_digits_cpu.yaml")
 TRAIN_SCRIPT = os.path.join(ROOT, "scripts", "run_standalone_train.sh")
 MODEL = "mobilenet_v3_small_100"
@@ -272,6 +272,7 @@ def bad_huffman_jpeg(image: Image.Image) -> bytes:
     return bytes(data)
 
 
+@pytest.mark.slow
 def test_a_corrupt_jpeg_is_skipped_and_the_other_images_predicted(digits_root, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()

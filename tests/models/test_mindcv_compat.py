@@ -18,7 +18,7 @@ mindcv_models = pytest.importorskip(
     "mindcv.models", reason="mindcv is the reference for checkpoint compatibility: pip install mindcv==0.3.0 --no-deps"
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 V1_RECIPE = str(REPO / "configs/mobilenetv1/mobilenet_v1_0.25_ascend.yaml")
 COMMON = sorted(set(mindcv_models.list_models("mobilenet*")) & set(list_models()))
 # Five stride-2 stages and TF-style "same" padding at each: an even input size exercises the
@@ -75,6 +75,7 @@ def test_both_projects_register_the_same_mobilenets():
     assert ours - theirs == {"mobilenet_v2_035", "mobilenet_v2_050", "mobilenet_v2_130"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", COMMON)
 def test_mindcv_checkpoint_loads_with_identical_logits(name, tmp_path, pynative):
     reference = mindcv_reference(name)
@@ -94,6 +95,7 @@ def test_mindcv_checkpoint_loads_with_identical_logits(name, tmp_path, pynative)
     assert np.abs(actual - expected).max() < TOLERANCE
 
 
+@pytest.mark.slow
 def test_logit_comparison_detects_one_changed_bn_statistic(pynative):
     """The bound above is tight enough to see a 10% change in one BatchNorm's variances."""
     reference = mindcv_reference("mobilenet_v3_small_100")
@@ -142,6 +144,7 @@ def test_v1_1001_class_release_through_the_recipe(tmp_path, pynative, caplog):
     assert np.abs(logits(whole) - expected).max() < TOLERANCE
 
 
+@pytest.mark.slow
 def test_validate_on_mindcv_checkpoint_reports_mindcv_top1(digits_root, tmp_path, pynative):
     """A mindcv V1 (1001-class head, as released) with a linear probe fitted on the digits: our
     validate() through the published recipe scores exactly what mindcv's own model scores."""

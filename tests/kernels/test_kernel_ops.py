@@ -128,6 +128,7 @@ def test_layers_of_one_input_shape_and_different_strides_stay_apart(with_kernel)
         np.testing.assert_allclose(y.asnumpy(), plain(x).asnumpy(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_graph_mode_training_step_matches_and_is_deterministic(with_kernel):
     """Two MobileNetV3 train steps in graph mode: the same updated weights as MindSpore's ops (to
     float rounding), and bitwise the same on a second run (resume depends on it). Batch 32: at
@@ -236,6 +237,7 @@ def _custom_ops_in_onnx(path) -> list:
     return sorted({node.op_type for node in model.graph.node if "custom" in node.op_type.lower()})
 
 
+@pytest.mark.slow
 def test_model_after_init_runtime_exports_without_kernels(tmp_path, kernel_path):
     """init_runtime on CPU finds the kernels but does not turn them on: the default model exports to
     MINDIR and ONNX with MindSpore's ops only. (A fresh Cell per export: MindSpore 2.10 crashes when

@@ -51,6 +51,7 @@ def test_registry_has_every_documented_name():
         ("mobilenet_v3_small_100", 1000, 2_554_968, 210),
     ],
 )
+@pytest.mark.slow
 def test_exact_parameter_counts(name, num_classes, total, tensors):
     net = create_model(name, num_classes=num_classes)
     assert n_params(net) == total
@@ -103,6 +104,7 @@ def pynative():
     ms.set_context(mode=ms.GRAPH_MODE)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list_models())
 def test_forward_shape_pynative_at_registered_resolution(name, pynative):
     size = get_model_cfg(name).image_size
@@ -123,6 +125,7 @@ def test_forward_shape_pynative_at_registered_resolution(name, pynative):
         ("mobilenet_v3_large_100", (96,)),
     ],
 )
+@pytest.mark.slow
 def test_forward_shape_graph_mode(name, sizes):
     ms.set_context(mode=ms.GRAPH_MODE)
     net = create_model(name, num_classes=5)
@@ -132,6 +135,7 @@ def test_forward_shape_graph_mode(name, sizes):
         assert out.shape == (1, 5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["mobilenet_v1_025", "mobilenet_v2_035", "mobilenet_v3_small_075"])
 def test_backward_reaches_every_trainable_parameter(name, pynative):
     net = create_model(name, num_classes=4, drop_rate=0.0)
@@ -219,6 +223,7 @@ def test_1001_class_head_is_sliced_to_1000(tmp_path):
     np.testing.assert_array_equal(net.classifier.bias.asnumpy(), src["classifier.bias"].asnumpy()[:1000])
 
 
+@pytest.mark.slow
 def test_shape_mismatch_outside_head_names_the_parameter(tmp_path):
     path = save_checkpoint(create_model("mobilenet_v2_050"), str(tmp_path / "w.ckpt"))
     with pytest.raises(
@@ -227,6 +232,7 @@ def test_shape_mismatch_outside_head_names_the_parameter(tmp_path):
         create_model("mobilenet_v2_100", checkpoint_path=path)
 
 
+@pytest.mark.slow
 def test_missing_and_unexpected_keys_are_reported(tmp_path):
     net = create_model("mobilenet_v1_025")
     params = [{"name": p.name, "data": p} for p in net.get_parameters() if p.name != "features.1.gamma"]

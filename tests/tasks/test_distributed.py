@@ -24,7 +24,7 @@ import pytest
 from mindcv_mobile.config import load_config
 from mindcv_mobile.runtime import LAUNCHER_ENV, init_runtime
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(ROOT, "scripts", "run_distribute_train.sh")
 WORKER = os.path.join(ROOT, "tests", "dist_worker.py")
 # The digits recipe says distribute: False; under msrun that must still train data-parallel.
@@ -50,7 +50,8 @@ TRAIN_ARGS = [
 EPOCHS, BATCH, DEVICES = 2, 32, 2
 JOB_TIMEOUT = 420  # seconds; a hang fails the test instead of blocking the suite
 
-pytestmark = pytest.mark.skipif(MSRUN is None, reason="msrun (MindSpore) not installed")
+# Every test here launches msrun.
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(MSRUN is None, reason="msrun (MindSpore) not installed")]
 
 
 def _free_port() -> int:
