@@ -32,10 +32,14 @@ def run_main(main: Callable[[], int], prog: str) -> int:
         return 130
 
 
-def _parse_cli_value(text: str):
-    # YAML scalars: "0.1" -> float, "[0.08, 1.0]" -> list, "None"/"null" -> None, "True" -> bool.
-    if text in ("None", "none"):
+def _parse_cli_value(name: str, text: str):
+    """A command-line value in its key's type. Strings (paths, names) stay as typed: YAML would
+    read 0x1F as 31, 010 as 8 and yes as True. Other kinds are YAML scalars or lists: "0.1" ->
+    float, "[0.08, 1.0]" -> list, "True" -> bool; "None"/"null" -> None everywhere."""
+    if text in ("None", "none", "null"):
         return None
+    if KEYS[ALIASES.get(name, name)].kind == "str":
+        return text
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
@@ -84,7 +88,9 @@ def parse_args(argv: Optional[Sequence[str]] = None, description: str = "", extr
         flag = next((u for u in unknown if u.startswith("-")), unknown[0])
         name = flag.lstrip("-").split("=", 1)[0]
         parser.exit(2, f"{parser.prog}: error: unknown option {flag}{closest_hint(name)}\n")
-    cli = {name: _parse_cli_value(value) for name, value in vars(known).items() if name in KEYS or name in ALIASES}
+    cli = {
+        name: _parse_cli_value(name, value) for name, value in vars(known).items() if name in KEYS or name in ALIASES
+    }
     extras = argparse.Namespace(**{k: v for k, v in vars(known).items() if k not in KEYS and k not in ALIASES})
     try:
         cfg = defaults()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import difflib
 import logging
+import math
 import os
 from typing import Optional
 
@@ -126,6 +127,8 @@ def coerce(name: str, value, source: str = "config"):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _type_error(name, key, value, source)
         out = float(value)
+        if not math.isfinite(out):
+            raise ConfigError(f"{source}: {name} must be a finite number, got {out}")
     elif kind == "str":
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise _type_error(name, key, value, source)

@@ -136,7 +136,12 @@ SCHEMA = {
         "use_nesterov": _k(False, "bool", "Nesterov momentum"),
         "eps": _k(1e-10, "float", "optimizer epsilon (rmsprop, adam)"),
         "loss_scale": _k(1.0, "float", "loss scale (initial value when dynamic)"),
-        "loss_scale_type": _k("auto", "str", "auto = dynamic on Ascend/GPU, fixed on CPU", choices=LOSS_SCALE_TYPES),
+        "loss_scale_type": _k(
+            "fixed",
+            "str",
+            "fixed (mindcv's default), dynamic, or auto = dynamic on Ascend/GPU; CPU is always fixed",
+            choices=LOSS_SCALE_TYPES,
+        ),
         "drop_overflow_update": _k(False, "bool", "fixed loss scale: skip steps whose gradients overflow"),
     },
     "scheduler": {

@@ -133,3 +133,47 @@ def test_exponent_numbers_without_a_dot(tmp_path):
     # YAML 1.1 reads these as strings; recipes and command lines mean numbers.
     cfg, _ = parse_args(["-c", write(tmp_path, "weight_decay: 4e-5\nscale: [8e-2, 1]\n"), "--lr", "1e-3"])
     assert (cfg.weight_decay, cfg.scale, cfg.lr) == (4e-5, [0.08, 1.0], 1e-3)
+
+
+def test_path_keys_keep_the_string_typed_and_empty_clears(tmp_path):
+    """A path is never parsed as YAML: 0x1F is not 31, 010 is not 8, yes is not True; --key "" clears."""
+    recipe = write(tmp_path, "ckpt_path: weights/start.ckpt\n")
+    cfg, _ = parse_args(
+        [
+            "-c",
+            recipe,
+            "--ckpt_save_dir",
+            "0x1F",
+            "--data_dir",
+            "010",
+            "--train_split",
+            "yes",
+            "--val_split",
+            "2024-01-01",
+            "--ckpt_path",
+            "",
+        ]
+    )
+    assert (cfg.ckpt_save_dir, cfg.data_dir, cfg.train_split, cfg.val_split) == ("0x1F", "010", "yes", "2024-01-01")
+    assert cfg.ckpt_path == ""
+    cfg, _ = parse_args(["--auto_augment", "None", "--model", "mobilenet_v2_100"])
+    assert cfg.auto_augment is None and cfg.model == "mobilenet_v2_100"
+
+
+def test_loss_scale_type_defaults_to_mindcv_fixed():
+    """mindcv's MobileNet recipes set loss_scale: 1024 and rely on its default type, fixed."""
+    from mindcv_mobile.training.train_step import resolve_precision
+
+    cfg = load_config(MINDCV_V3_SMALL)
+    assert cfg.loss_scale_type == "fixed" and "loss_scale_type" not in read_yaml(MINDCV_V3_SMALL)
+    for device in ("Ascend", "GPU"):
+        precision = resolve_precision(cfg, device)
+        assert (precision.dynamic, precision.check_overflow, precision.loss_scale) == (False, False, cfg.loss_scale)
+    assert resolve_precision(load_config(MINDCV_V3_SMALL, {"loss_scale_type": "dynamic"}), "Ascend").dynamic
+    assert not resolve_precision(load_config(MINDCV_V3_SMALL, {"loss_scale_type": "dynamic"}), "CPU").dynamic
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_numbers_are_config_errors(value):
+    with pytest.raises(ConfigError, match=f"lr must be a finite number, got {value}$"):
+        load_config(None, {"lr": float(value)})
