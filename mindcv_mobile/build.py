@@ -43,6 +43,12 @@ MODEL_RECORD_KEYS = ("image_resize", "crop_pct", "interpolation", "mean", "std")
 def build_transforms(cfg: Config, is_training: bool) -> list:
     """The recipe's train or eval transforms for the configured model."""
     check_input_size(cfg.model, cfg.image_resize)
+    if cfg.in_channels != 3:
+        # Caught here: MindSpore would fail inside graph compilation with pages of IR.
+        raise ValueError(
+            f"in_channels={cfg.in_channels} but the data pipeline yields RGB images (3 channels); use --in_channels 3 "
+            f"(other input widths are for create_model() fed by your own pipeline)"
+        )
     return create_transforms(is_training=is_training, **transform_kwargs(cfg))
 
 
@@ -79,10 +85,13 @@ def build_train_loader(cfg: Config, dataset):
     )
 
 
-def build_eval_loader(cfg: Config, batch_size: Optional[int] = None):
-    """The full val split (never sharded, never dropping the remainder) with eval transforms."""
+def build_eval_loader(cfg: Config, batch_size: Optional[int] = None, classes: Optional[list] = None):
+    """The full val split (never sharded, never dropping the remainder) with eval transforms,
+    labelled by ``classes`` (the run's class list; None: the split's own class folders)."""
     workers = data_workers(cfg.num_parallel_workers)
-    dataset = create_dataset(cfg.dataset, cfg.data_dir, cfg.val_split, shuffle=False, num_parallel_workers=workers)
+    dataset = create_dataset(
+        cfg.dataset, cfg.data_dir, cfg.val_split, shuffle=False, num_parallel_workers=workers, classes=classes
+    )
     return create_loader(
         dataset,
         batch_size or cfg.batch_size,

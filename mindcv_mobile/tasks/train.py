@@ -24,12 +24,13 @@ from ..build import (
     build_train_dataset,
     build_train_loader,
     build_train_step,
+    eval_amp_level,
 )
 from ..config import Config
 from ..data import class_names
 from ..evaluation import eval_metrics, named_metrics
 from ..models import load_checkpoint
-from ..run_dir import LOG, RunDir
+from ..run_dir import CONFIG, LOG, RunDir, recipe_record, resume_changes
 from ..runtime import Runtime, init_runtime, resolve_sink_mode, setup_logging
 from ..training.callbacks import MonitorPlan, SyncBatchNormStatistics, TrainMonitor
 
@@ -54,15 +55,40 @@ class _Resumed:
     kept: list = dataclasses.field(default_factory=list)
 
 
-def _resume(cfg: Config, run: RunDir, train_step, optimizer) -> _Resumed:
+def _resume_from(cfg: Config, run: RunDir) -> Optional[str]:
+    """The checkpoint this run continues from (``resume``, or ``ckpt_path`` with ``resume_opt``)."""
+    if cfg.resume:
+        return run.resume_path() if cfg.resume == "auto" else cfg.resume
+    return cfg.ckpt_path if cfg.ckpt_path and cfg.resume_opt else None
+
+
+def _check_resumable(path: str, state: dict, train_step, changes: list) -> None:
+    """The toolkit's one-line refusals, before MindSpore's loader sees a checkpoint that cannot fit."""
+    if changes:
+        raise ValueError(
+            f"cannot resume from {path}: {', '.join(changes)} (these fix the LR position, the data order or the "
+            f"parameters); set them back, or start a new run without --resume"
+        )
+    params = {p.name: p for p in train_step.get_parameters()}
+    for name, value in state.items():
+        if name in params and tuple(params[name].shape) != tuple(value.shape):
+            raise ValueError(
+                f"cannot resume from {path}: {name} has shape {tuple(value.shape)} there and "
+                f"{tuple(params[name].shape)} in this run; is it a checkpoint of another model or num_classes?"
+            )
+
+
+def _resume(cfg: Config, run: RunDir, train_step, optimizer, recipe: str) -> _Resumed:
     """Restore weights, optimizer state, LR position (optimizer global_step) and epoch."""
-    if not (cfg.resume or (cfg.ckpt_path and cfg.resume_opt)):
+    path = _resume_from(cfg, run)
+    if path is None:
         return _Resumed()
-    path = (run.resume_path() if cfg.resume == "auto" else cfg.resume) if cfg.resume else cfg.ckpt_path
     state = load_checkpoint(path)
+    changes = resume_changes(path, state, recipe)
     # The LR schedule is recomputed from the recipe (epoch_size may have grown); its position
     # is the optimizer's global_step, which is restored.
-    state.pop("learning_rate", None)
+    state = {k: v for k, v in state.items() if k not in ("learning_rate", "train_state.recipe")}
+    _check_resumable(path, state, train_step, changes)
     missing, _ = ms.load_param_into_net(train_step, state, strict_load=False)
     missing = [m for m in missing if m != "learning_rate" and (not m.startswith("ema.") or cfg.ema)]
     if missing:
@@ -92,10 +118,71 @@ def _resume(cfg: Config, run: RunDir, train_step, optimizer) -> _Resumed:
     return out
 
 
+def _open_run(cfg: Config, rt: Runtime) -> tuple:
+    """The run directory (rank 0 picks it), and a note on why it is not ``ckpt_save_dir``.
+
+    A directory holding a previous run is never written over: a run that does not continue it
+    goes to ``<dir>-1`` (``-2``, ...), as timm does, and says so."""
+    run, note = RunDir(cfg.ckpt_save_dir), ""
+    continued = cfg.resume or (cfg.ckpt_path if cfg.resume_opt else "")
+    continues = cfg.resume == "auto" or (continued and os.path.dirname(os.path.abspath(continued)) == run.path)
+    if rt.is_main and run.holds_run() and not continues:
+        new = run.next_free()
+        note = (
+            f"{run.path} holds a previous run; this run writes to {new.path} (--resume auto continues the "
+            f"previous one, --ckpt_save_dir picks another folder)"
+        )
+        run = new
+    return run, note
+
+
+def _check_classes(cfg: Config, classes: list) -> None:
+    where = f"{cfg.data_dir}/{cfg.train_split}"
+    if len(classes) < 2:
+        raise ValueError(f"{where} has {len(classes)} class folder ({classes}): a classifier needs at least 2 classes")
+    if len(classes) > cfg.num_classes:
+        raise ValueError(
+            f"{where} has {len(classes)} classes but num_classes is {cfg.num_classes}; set --num_classes {len(classes)}"
+        )
+    if len(classes) < cfg.num_classes:
+        _logger.warning(
+            "%s has %d class folders but num_classes is %d: outputs %d-%d are never a target (set --num_classes %d "
+            "unless the head is meant to be larger)",
+            where,
+            len(classes),
+            cfg.num_classes,
+            len(classes),
+            cfg.num_classes - 1,
+            len(classes),
+        )
+
+
+def _notes(cfg: Config, rt: Runtime, precision, sink: bool) -> None:
+    """What the recipe asks for that this run does differently, said once at the start."""
+    if cfg.ckpt_save_policy == "top_k" and not cfg.val_while_train:
+        _logger.warning(
+            "ckpt_save_policy top_k ranks checkpoints by val top-1, but val_while_train is False: the "
+            "newest %d are kept (latest_k)",
+            cfg.keep_checkpoint_max,
+        )
+    if cfg.val_while_train and eval_amp_level(cfg, rt.device) != precision.amp_level:
+        _logger.warning(
+            "validation during training runs the training network at amp %s; val_amp_level %s applies to validate.py",
+            precision.amp_level,
+            cfg.val_amp_level,
+        )
+    if sink:
+        _logger.info(
+            "dataset sink mode: MindSpore returns one loss per sink, so each epoch's loss (log, "
+            "metrics.jsonl) is its last step's, not the epoch mean (--dataset_sink_mode False for the mean)"
+        )
+
+
 def train(cfg: Config, rt: Optional[Runtime] = None) -> RunResult:
     """Train ``cfg.model`` on ``cfg.data_dir`` as the recipe says; return what the run produced."""
     rt = rt or init_runtime(cfg)
-    run = RunDir(cfg.ckpt_save_dir)
+    run, note = _open_run(cfg, rt)
+    created = not os.path.isdir(run.path) or not os.listdir(run.path)
     if rt.is_main:
         run.check_writable()
         setup_logging(run.file(LOG), rt.rank)
@@ -103,48 +190,73 @@ def train(cfg: Config, rt: Optional[Runtime] = None) -> RunResult:
         setup_logging(None, rt.rank)
     # init_runtime logged this before the handlers above existed.
     _logger.info("runtime: %s", rt.describe())
+    if note:
+        _logger.warning("%s", note)
+    try:
+        parts = _prepare(cfg, rt, run)
+    except Exception:
+        if rt.is_main and not os.path.exists(run.file(CONFIG)):
+            # Nothing was trained: leave no run directory holding only the log of a failed start.
+            setup_logging(None, rt.rank)
+            if os.path.exists(run.file(LOG)):
+                os.remove(run.file(LOG))
+            if created and not os.listdir(run.path):
+                os.rmdir(run.path)
+        raise
+    return _fit(cfg, rt, run, parts)
+
+
+def _prepare(cfg: Config, rt: Runtime, run: RunDir) -> dict:
+    """Everything the loop runs, from the build step; the run directory's config and classes."""
     precision = build_precision(cfg, rt.device)
-
-    # ---- data: every rank reads its own shard of the training split
+    # ---- data: every rank reads its own shard of the training split; labels come from its classes
     classes = class_names(cfg.data_dir, cfg.train_split, cfg.dataset)
-    if len(classes) > cfg.num_classes:
-        raise ValueError(
-            f"{cfg.data_dir}/{cfg.train_split} has {len(classes)} classes but num_classes is "
-            f"{cfg.num_classes}; set --num_classes {len(classes)}"
-        )
-
-    def train_set(epoch: int):
-        return build_train_dataset(cfg, epoch, rt.rank, rt.group_size, rt.distribute)
+    _check_classes(cfg, classes)
 
     def train_loader(epoch: int):
         """The pipeline of one epoch. Its shuffle order and augmentation draws depend only on
         (seed, epoch), so a resumed run sees exactly what an uninterrupted one would have."""
         ms.dataset.config.set_seed(cfg.seed + epoch)
-        return build_train_loader(cfg, train_set(epoch))
+        return build_train_loader(cfg, build_train_dataset(cfg, epoch, rt.rank, rt.group_size, rt.distribute))
 
     # Counted from the shard size, not from a batched pipeline: MindSpore would run one through
     # the sampler to count its batches.
-    shard_size = train_set(0).get_dataset_size()
+    shard_size = build_train_dataset(cfg, 0, rt.rank, rt.group_size, rt.distribute).get_dataset_size()
     if cfg.drop_remainder and cfg.batch_size > shard_size:
         raise ValueError(
             f"batch_size {cfg.batch_size} is larger than this process's {shard_size} training images "
             f"with drop_remainder: True; use --batch_size {shard_size} or less, or --drop_remainder False"
         )
     steps_per_epoch = shard_size // cfg.batch_size if cfg.drop_remainder else -(-shard_size // cfg.batch_size)
-    val_loader = build_eval_loader(cfg) if cfg.val_while_train else None
+    val_loader = build_eval_loader(cfg, classes=classes) if cfg.val_while_train else None
 
-    # ---- model, schedule, optimizer, train step
+    # ---- model, schedule, optimizer, train step, resumed state
     net = build_model(cfg, cpu_kernels=rt.cpu_kernels, amp_level=precision.amp_level)
     lr_schedule = build_lr_schedule(cfg, steps_per_epoch)
     optimizer = build_optimizer(cfg, net, lr_schedule)
     train_step = build_train_step(cfg, net, optimizer, precision)
-    ema = train_step.ema if train_step.use_ema else None
-    resumed = _resume(cfg, run, train_step, optimizer)
-
+    recipe = recipe_record(cfg, rt.group_size)
+    resumed = _resume(cfg, run, train_step, optimizer, recipe)
     if rt.is_main:
         run.write_config(cfg)
         run.write_classes(classes)
+    return dict(
+        precision=precision,
+        train_loader=train_loader,
+        steps_per_epoch=steps_per_epoch,
+        val_loader=val_loader,
+        net=net,
+        lr_schedule=lr_schedule,
+        train_step=train_step,
+        recipe=recipe,
+        resumed=resumed,
+    )
 
+
+def _fit(cfg: Config, rt: Runtime, run: RunDir, parts: dict) -> RunResult:
+    """The epochs: Model.train with the monitor (log, validation, checkpoints, metrics)."""
+    net, train_step, resumed, val_loader = parts["net"], parts["train_step"], parts["resumed"], parts["val_loader"]
+    ema = train_step.ema if train_step.use_ema else None
     # Per-image eval loss, averaged per image: the same number validate.py reports.
     model = ms.train.Model(
         train_step,
@@ -163,6 +275,7 @@ def train(cfg: Config, rt: Optional[Runtime] = None) -> RunResult:
                 ema.swap_out()
 
     sink = resolve_sink_mode(cfg)
+    _notes(cfg, rt, parts["precision"], sink)
     global_batch = cfg.batch_size * rt.group_size
     plan = MonitorPlan(
         cfg.epoch_size,
@@ -171,11 +284,13 @@ def train(cfg: Config, rt: Optional[Runtime] = None) -> RunResult:
         keep_checkpoint_max=cfg.keep_checkpoint_max,
         log_interval=cfg.log_interval,
         sink_mode=sink,
+        save_policy=cfg.ckpt_save_policy if cfg.val_while_train else "latest_k",
+        recipe=parts["recipe"],
     )
     monitor = TrainMonitor(
         run if rt.is_main else None,
         cfg.model,
-        lr_schedule,
+        parts["lr_schedule"],
         global_batch,
         plan,
         evaluate=evaluate if val_loader is not None else None,
@@ -184,6 +299,8 @@ def train(cfg: Config, rt: Optional[Runtime] = None) -> RunResult:
         kept=resumed.kept,
         best_top1=resumed.best_top1,
     )
+    if resumed.best_top1 is not None and os.path.isfile(run.best_checkpoint(cfg.model)):
+        monitor.best_path = run.best_checkpoint(cfg.model)  # a resumed run with no new best keeps it
     params = sum(int(np.prod(p.shape)) for p in net.get_parameters())
     _logger.info(
         "model %s: %.2fM params (BN statistics included), %d classes; data %s/%s: %d steps/epoch of "
@@ -193,7 +310,7 @@ def train(cfg: Config, rt: Optional[Runtime] = None) -> RunResult:
         cfg.num_classes,
         cfg.data_dir,
         cfg.train_split,
-        steps_per_epoch,
+        parts["steps_per_epoch"],
         cfg.batch_size,
         rt.group_size,
         global_batch,
@@ -202,15 +319,15 @@ def train(cfg: Config, rt: Optional[Runtime] = None) -> RunResult:
         cfg.warmup_epochs,
         cfg.opt,
         f"wd {cfg.weight_decay:g} ({cfg.weight_decay_filter})",
-        precision.describe(),
+        parts["precision"].describe(),
         sink,
     )
     callbacks = [monitor]
     if rt.distribute and rt.group_size > 1:
         _logger.info(
             "data parallel over %d ranks: lr %g is used as set, not rescaled for global batch %d (linear "
-            "rule: lr x new global batch / the recipe's global batch); BatchNorm statistics averaged over "
-            "ranks every epoch",
+            "rule: lr x new global batch / the recipe's global batch); BatchNorm statistics (and QAT observer "
+            "ranges) averaged over ranks every epoch",
             rt.group_size,
             cfg.lr,
             global_batch,
@@ -224,7 +341,7 @@ def train(cfg: Config, rt: Optional[Runtime] = None) -> RunResult:
             # channel. Data order still follows (seed, epoch); augmentation draws do not restart.
             model.train(
                 cfg.epoch_size,
-                train_loader(resumed.epoch),
+                parts["train_loader"](resumed.epoch),
                 callbacks=callbacks,
                 dataset_sink_mode=True,
                 initial_epoch=resumed.epoch,
@@ -234,7 +351,7 @@ def train(cfg: Config, rt: Optional[Runtime] = None) -> RunResult:
                 # One epoch per call (MindSpore sizes the pipeline's iterator by the call's epoch
                 # count); the monitor numbers epochs and steps from the offset.
                 monitor.epoch_offset = epoch
-                model.train(1, train_loader(epoch), callbacks=callbacks, dataset_sink_mode=False)
+                model.train(1, parts["train_loader"](epoch), callbacks=callbacks, dataset_sink_mode=False)
     except Exception as err:
         if rt.distribute:
             # Named here because msrun reports only the pid of the first worker it sees exit.

@@ -14,17 +14,45 @@ What validation adds to the trainer's evaluation:
 from __future__ import annotations
 
 import logging
+import os
 from typing import Optional
 
 import mindspore as ms
 
-from ..build import build_eval_loader, build_eval_network, eval_amp_level, eval_config, load_eval_network
+from ..build import (
+    build_eval_loader,
+    build_eval_network,
+    eval_amp_level,
+    eval_config,
+    load_eval_network,
+    weights_path,
+)
 from ..config import Config
 from ..data import class_names
 from ..evaluation import eval_metrics
+from ..run_dir import classes_near
 from ..runtime import Runtime, init_runtime, setup_logging
 
 _logger = logging.getLogger(__name__)
+
+
+def run_classes(cfg: Config) -> tuple:
+    """The class list labels come from, and where it was found: the ``classes.json`` of the run
+    that wrote the checkpoint, else the training split beside the val split, else (no training
+    split) the val split's own class folders."""
+    near = classes_near(weights_path(cfg))
+    if near is not None:
+        return near, f"the class list of {weights_path(cfg)}'s run"
+    train_dir = os.path.join(cfg.data_dir, cfg.train_split)
+    split = cfg.train_split if cfg.dataset != "imagenet" or os.path.isdir(train_dir) else cfg.val_split
+    if split == cfg.val_split:
+        _logger.info(
+            "no classes.json beside the checkpoint and no %s: labels follow the class folders of %s/%s",
+            train_dir,
+            cfg.data_dir,
+            cfg.val_split,
+        )
+    return class_names(cfg.data_dir, split, cfg.dataset), f"{cfg.data_dir}/{split}"
 
 
 def validate(cfg: Config, rt: Optional[Runtime] = None) -> dict:
@@ -37,17 +65,17 @@ def validate(cfg: Config, rt: Optional[Runtime] = None) -> dict:
     cfg = eval_config(cfg)
     rt = rt or init_runtime(cfg)
     setup_logging(None, rt.rank)
-    classes = class_names(cfg.data_dir, cfg.val_split, cfg.dataset)
+    classes, source = run_classes(cfg)
     if len(classes) > cfg.num_classes:
         raise ValueError(
-            f"{cfg.data_dir}/{cfg.val_split} has {len(classes)} classes but num_classes is "
-            f"{cfg.num_classes}; set --num_classes {len(classes)}"
+            f"{source} has {len(classes)} classes but num_classes is {cfg.num_classes}; "
+            f"set --num_classes {len(classes)}"
         )
     net = load_eval_network(cfg)
     amp_level = eval_amp_level(cfg, rt.device)
     if amp_level != "O0":
         net = ms.amp.auto_mixed_precision(net, amp_level)
-    loader = build_eval_loader(cfg)
+    loader = build_eval_loader(cfg, classes=classes)
     model = ms.train.Model(
         net,
         eval_network=build_eval_network(cfg, net),

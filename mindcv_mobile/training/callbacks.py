@@ -20,11 +20,12 @@ from ..run_dir import RunDir
 
 _logger = logging.getLogger(__name__)
 
-BN_STATISTICS = ("moving_mean", "moving_variance")
+# Per-rank running statistics: BatchNorm's, and the QAT activation observers' min/max EMAs.
+BN_STATISTICS = ("moving_mean", "moving_variance", ".min_val", ".max_val")
 
 
 class SyncBatchNormStatistics(Callback):
-    """Average the BatchNorm moving statistics over the data-parallel ranks at every epoch end.
+    """Average the BatchNorm moving statistics (and QAT observer ranges) over the ranks at every epoch end.
 
     Data parallelism all-reduces gradients, so trainable weights stay identical on every rank, but
     each rank's BatchNorm keeps the running mean/variance of its own shard. Averaging them (timm's
@@ -74,6 +75,10 @@ class MonitorPlan:
     keep_checkpoint_max: int = 10
     log_interval: int = 100
     sink_mode: bool = False
+    save_policy: str = "latest_k"  # or top_k: keep the best by val top-1 (run_dir.SAVE_POLICIES)
+    # What identifies the run (recipe keys that fix the LR position, the data order and the
+    # parameters), saved in every checkpoint for the resume check.
+    recipe: str = ""
 
 
 class TrainMonitor(Callback):
@@ -210,6 +215,8 @@ class TrainMonitor(Callback):
             "epoch": epoch,
             "global_step": step,
             "loss": round(loss, 6),
+            # Step losses in that mean: every step, or 1 in sink mode (MindSpore returns one per sink).
+            "loss_steps": len(self._losses),
             "lr": self._lr_at(step - 1),
             "epoch_time_s": round(seconds, 3),
             "ms_per_step": round(1000 * seconds / steps, 2),
@@ -274,11 +281,20 @@ class TrainMonitor(Callback):
             "epoch_num": epoch,
             "step_num": step,
             "train_state.best_top1": -1.0 if self.best_top1 is None else float(self.best_top1),
+            "train_state.recipe": self.plan.recipe,
         }
         params = self.save_params()
         if periodic:
             self.kept = self.run_dir.save_epoch_checkpoint(
-                params, self.model_name, epoch, step, state, self.kept, self.plan.keep_checkpoint_max
+                params,
+                self.model_name,
+                epoch,
+                step,
+                state,
+                self.kept,
+                self.plan.keep_checkpoint_max,
+                policy=self.plan.save_policy,
+                score=self.last_metrics.get("Top_1_Accuracy"),
             )
         if is_best:
             self.best_path = self.run_dir.save_best(params, self.model_name, state)

@@ -58,7 +58,10 @@ def run(script, run_dir, digits_root, *extra, env_extra=None):
 def final_weights(run_dir):
     pointer = json.load(open(os.path.join(run_dir, "last_checkpoint.json")))
     state = ms.load_checkpoint(pointer["path"])
-    return pointer, {k: v.asnumpy() for k, v in state.items() if not k.startswith(("learning_rate",))}
+    # Tensors as arrays; the recorded recipe (a string) as it is.
+    return pointer, {
+        k: v.asnumpy() if hasattr(v, "asnumpy") else v for k, v in state.items() if not k.startswith("learning_rate")
+    }
 
 
 def rows(run_dir):

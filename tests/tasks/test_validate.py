@@ -287,3 +287,40 @@ def test_validate_script_one_line_error_and_run_dir_config(digits_root, ckpt, tm
     assert script.main(["--ckpt_path", str(run_dir / "best.ckpt"), "--output", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "'samples': 359}" in printed and json.loads(out.read_text())["samples"] == 359
+
+
+@pytest.fixture(scope="module")
+def val_without_zero(digits_root, tmp_path_factory):
+    """The digits tree whose val split lacks class folder 0 (train keeps all ten)."""
+    root = tmp_path_factory.mktemp("val_without_zero")
+    shutil.copytree(os.path.join(digits_root, "train"), root / "train")
+    shutil.copytree(
+        os.path.join(digits_root, "val"), root / "val", ignore=lambda d, names: ["0"] if d.endswith("val") else []
+    )
+    return str(root)
+
+
+def test_val_split_missing_a_class_is_labelled_with_the_run_classes(digits_root, val_without_zero, ckpt):
+    """Labels come from the run's class list, not from the val folder's own sorted folders: with
+    val/0 absent, val/1 is still label 1 (it was scored as label 0 before, top-1 ~2%)."""
+    cfg = cfg_for(val_without_zero, ckpt)
+    result = validate(cfg)
+    files = [(f, label) for f, label in split_files(digits_root) if label != 0]
+    net = create_model(MODEL, num_classes=10)
+    ms.load_param_into_net(net, ms.load_checkpoint(ckpt))
+    net.set_train(False)
+    images = preprocess(resolve_eval_config(cfg), [f for f, _ in files])
+    logits = np.concatenate([net(ms.Tensor(images[i : i + 50])).asnumpy() for i in range(0, len(images), 50)])
+    labels = np.array([label for _, label in files])
+    assert result["samples"] == len(files)
+    assert result["Top_1_Accuracy"] == pytest.approx(float((logits.argmax(1) == labels).mean()), abs=1e-12)
+
+
+def test_val_class_the_model_does_not_know_is_an_error(digits_root, ckpt, tmp_path):
+    """A run's classes.json beside the checkpoint is the class list; a val folder outside it is named."""
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(ckpt, run / "model.ckpt")
+    (run / "classes.json").write_text(json.dumps([str(i) for i in range(1, 10)] + ["ten"]))
+    with pytest.raises(ValueError, match=r"class folders \['0'\] of split 'val' .* are not among the 10 classes"):
+        validate(cfg_for(digits_root, str(run / "model.ckpt")))
