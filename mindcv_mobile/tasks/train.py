@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 import mindspore as ms
 import numpy as np
@@ -206,7 +206,22 @@ def train(cfg: Config, rt: Optional[Runtime] = None) -> RunResult:
     return _fit(cfg, rt, run, parts)
 
 
-def _prepare(cfg: Config, rt: Runtime, run: RunDir) -> dict:
+@dataclasses.dataclass
+class _Prepared:
+    """What the build phase made for the loop."""
+
+    precision: object
+    train_loader: Callable
+    steps_per_epoch: int
+    val_loader: object
+    net: object
+    lr_schedule: list
+    train_step: object
+    recipe: str
+    resumed: _Resumed
+
+
+def _prepare(cfg: Config, rt: Runtime, run: RunDir) -> _Prepared:
     """Everything the loop runs, from the build step; the run directory's config and classes."""
     precision = build_precision(cfg, rt.device)
     # ---- data: every rank reads its own shard of the training split; labels come from its classes
@@ -240,22 +255,14 @@ def _prepare(cfg: Config, rt: Runtime, run: RunDir) -> dict:
     if rt.is_main:
         run.write_config(cfg)
         run.write_classes(classes)
-    return dict(
-        precision=precision,
-        train_loader=train_loader,
-        steps_per_epoch=steps_per_epoch,
-        val_loader=val_loader,
-        net=net,
-        lr_schedule=lr_schedule,
-        train_step=train_step,
-        recipe=recipe,
-        resumed=resumed,
+    return _Prepared(
+        precision, train_loader, steps_per_epoch, val_loader, net, lr_schedule, train_step, recipe, resumed
     )
 
 
-def _fit(cfg: Config, rt: Runtime, run: RunDir, parts: dict) -> RunResult:
+def _fit(cfg: Config, rt: Runtime, run: RunDir, parts: _Prepared) -> RunResult:
     """The epochs: Model.train with the monitor (log, validation, checkpoints, metrics)."""
-    net, train_step, resumed, val_loader = parts["net"], parts["train_step"], parts["resumed"], parts["val_loader"]
+    net, train_step, resumed, val_loader = parts.net, parts.train_step, parts.resumed, parts.val_loader
     ema = train_step.ema if train_step.use_ema else None
     # Per-image eval loss, averaged per image: the same number validate.py reports.
     model = ms.train.Model(
@@ -275,7 +282,7 @@ def _fit(cfg: Config, rt: Runtime, run: RunDir, parts: dict) -> RunResult:
                 ema.swap_out()
 
     sink = resolve_sink_mode(cfg)
-    _notes(cfg, rt, parts["precision"], sink)
+    _notes(cfg, rt, parts.precision, sink)
     global_batch = cfg.batch_size * rt.group_size
     plan = MonitorPlan(
         cfg.epoch_size,
@@ -285,12 +292,12 @@ def _fit(cfg: Config, rt: Runtime, run: RunDir, parts: dict) -> RunResult:
         log_interval=cfg.log_interval,
         sink_mode=sink,
         save_policy=cfg.ckpt_save_policy if cfg.val_while_train else "latest_k",
-        recipe=parts["recipe"],
+        recipe=parts.recipe,
     )
     monitor = TrainMonitor(
         run if rt.is_main else None,
         cfg.model,
-        parts["lr_schedule"],
+        parts.lr_schedule,
         global_batch,
         plan,
         evaluate=evaluate if val_loader is not None else None,
@@ -310,7 +317,7 @@ def _fit(cfg: Config, rt: Runtime, run: RunDir, parts: dict) -> RunResult:
         cfg.num_classes,
         cfg.data_dir,
         cfg.train_split,
-        parts["steps_per_epoch"],
+        parts.steps_per_epoch,
         cfg.batch_size,
         rt.group_size,
         global_batch,
@@ -319,7 +326,7 @@ def _fit(cfg: Config, rt: Runtime, run: RunDir, parts: dict) -> RunResult:
         cfg.warmup_epochs,
         cfg.opt,
         f"wd {cfg.weight_decay:g} ({cfg.weight_decay_filter})",
-        parts["precision"].describe(),
+        parts.precision.describe(),
         sink,
     )
     callbacks = [monitor]
@@ -341,7 +348,7 @@ def _fit(cfg: Config, rt: Runtime, run: RunDir, parts: dict) -> RunResult:
             # channel. Data order still follows (seed, epoch); augmentation draws do not restart.
             model.train(
                 cfg.epoch_size,
-                parts["train_loader"](resumed.epoch),
+                parts.train_loader(resumed.epoch),
                 callbacks=callbacks,
                 dataset_sink_mode=True,
                 initial_epoch=resumed.epoch,
@@ -351,7 +358,7 @@ def _fit(cfg: Config, rt: Runtime, run: RunDir, parts: dict) -> RunResult:
                 # One epoch per call (MindSpore sizes the pipeline's iterator by the call's epoch
                 # count); the monitor numbers epochs and steps from the offset.
                 monitor.epoch_offset = epoch
-                model.train(1, parts["train_loader"](epoch), callbacks=callbacks, dataset_sink_mode=False)
+                model.train(1, parts.train_loader(epoch), callbacks=callbacks, dataset_sink_mode=False)
     except Exception as err:
         if rt.distribute:
             # Named here because msrun reports only the pid of the first worker it sees exit.
