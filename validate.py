@@ -5,12 +5,12 @@ python validate.py --model mobilenet_v2_075 --image_resize 192 --pretrained True
 python validate.py --ckpt_path runs/x/best.ckpt --data_dir data/digits   # no -c: the run's config.yaml
 """
 
-import json
 import sys
 
 import mindcv_mobile  # noqa: F401  (first: sets CPU speed defaults before MindSpore loads)
 from mindcv_mobile.cli import parse_args, run_main
 from mindcv_mobile.config import config_from_run_dir
+from mindcv_mobile.files import write_json
 from mindcv_mobile.tasks import validate
 
 
@@ -25,8 +25,7 @@ def main(argv=None) -> int:
     result = validate(cfg)
     print(result)
     if extras.output:
-        with open(extras.output, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=1)
+        write_json(extras.output, result, "metrics")
     return 0
 
 

@@ -10,7 +10,18 @@ from typing import Callable, Optional, Sequence
 
 import yaml
 
-from .config import ALIASES, KEYS, SCHEMA, ConfigError, closest_hint, defaults, merge, read_yaml, validate
+from .config import (
+    ALIASES,
+    KEYS,
+    LEGACY_KEYS,
+    SCHEMA,
+    ConfigError,
+    closest_hint,
+    defaults,
+    merge,
+    read_yaml,
+    validate,
+)
 
 # Failures a user can fix from the message (bad path, bad value, no launcher, diverged loss);
 # anything else is a bug and keeps its traceback.
@@ -38,7 +49,8 @@ def _parse_cli_value(name: str, text: str):
     float, "[0.08, 1.0]" -> list, "True" -> bool; "None"/"null" -> None everywhere."""
     if text in ("None", "none", "null"):
         return None
-    if KEYS[ALIASES.get(name, name)].kind == "str":
+    kind = LEGACY_KEYS[name] if name in LEGACY_KEYS else KEYS[ALIASES.get(name, name)].kind
+    if kind == "str":
         return text
     try:
         return yaml.safe_load(text)
@@ -59,7 +71,8 @@ def _add_key_arguments(parser: argparse.ArgumentParser) -> None:
                 metavar=key.kind.upper(),
                 help=f"{key.help}{extra} (default: {default})",
             )
-    for alias in ALIASES:
+    # Other tools' names (aliases, model-zoo keys) are accepted but kept out of --help.
+    for alias in [*ALIASES, *LEGACY_KEYS]:
         parser.add_argument(f"--{alias}", dest=alias, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
@@ -88,10 +101,9 @@ def parse_args(argv: Optional[Sequence[str]] = None, description: str = "", extr
         flag = next((u for u in unknown if u.startswith("-")), unknown[0])
         name = flag.lstrip("-").split("=", 1)[0]
         parser.exit(2, f"{parser.prog}: error: unknown option {flag}{closest_hint(name)}\n")
-    cli = {
-        name: _parse_cli_value(name, value) for name, value in vars(known).items() if name in KEYS or name in ALIASES
-    }
-    extras = argparse.Namespace(**{k: v for k, v in vars(known).items() if k not in KEYS and k not in ALIASES})
+    accepted = {**KEYS, **ALIASES, **LEGACY_KEYS}
+    cli = {name: _parse_cli_value(name, value) for name, value in vars(known).items() if name in accepted}
+    extras = argparse.Namespace(**{k: v for k, v in vars(known).items() if k not in accepted})
     try:
         cfg = defaults()
         if known.config:

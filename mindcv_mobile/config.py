@@ -13,11 +13,14 @@ import difflib
 import logging
 import math
 import os
+import re
 from typing import Optional
 
 import yaml
 
+from .data import is_split_folder
 from .files import write_yaml
+from .models.registry import list_models
 from .quant import check_quant_config
 from .run_dir import CONFIG as RUN_CONFIG
 from .schema import ALIASES, KEYS, SCHEMA, Key
@@ -25,6 +28,7 @@ from .schema import ALIASES, KEYS, SCHEMA, Key
 __all__ = [
     "ALIASES",
     "KEYS",
+    "LEGACY_KEYS",
     "SCHEMA",
     "Config",
     "ConfigError",
@@ -36,7 +40,9 @@ __all__ = [
     "load_config",
     "merge",
     "read_yaml",
+    "resolve_split_folder",
     "save_config",
+    "translate_legacy",
     "validate",
 ]
 _logger = logging.getLogger(__name__)
@@ -69,7 +75,7 @@ class Config(dict):
 
 
 def closest_hint(name: str) -> str:
-    close = difflib.get_close_matches(name, list(KEYS) + list(ALIASES), n=3, cutoff=0.6)
+    close = difflib.get_close_matches(name, list(KEYS) + list(ALIASES) + list(LEGACY_KEYS), n=3, cutoff=0.6)
     close = [ALIASES.get(c, c) for c in close]
     return f"; did you mean {' or '.join(dict.fromkeys(close))}?" if close else ""
 
@@ -179,8 +185,89 @@ def read_yaml(path: str) -> dict:
     return data
 
 
+# Keys of the model zoo's MobileNet scripts and the MobileNetV2 example whose values need
+# translating (plain renames are schema.ALIASES), with the kind their command-line text has.
+LEGACY_KEYS = {"arch": "str", "alpha": "float", "save_checkpoint": "bool", "start_epoch": "int"}
+LEGACY_ARCHS = {
+    "mobilenetv1": "mobilenet_v1",
+    "mobilenetv2": "mobilenet_v2",
+    "mobilenetv3_small": "mobilenet_v3_small",
+    "mobilenetv3_large": "mobilenet_v3_large",
+}
+LEGACY_DATASETS = {"imagenet2012": "imagenet"}
+
+
+def _legacy_model(cfg: Config, values: dict, source: str) -> str:
+    """The model ``--arch`` and ``--alpha`` name; a missing one is taken from the current model
+    (``--alpha`` alone changes the width of the recipe's family) or 1.0."""
+    if "arch" in values:
+        arch = str(values["arch"]).lower()
+        if arch not in LEGACY_ARCHS:
+            raise ConfigError(f"{source}: arch={values['arch']!r} is not one of: {', '.join(LEGACY_ARCHS)}")
+        family = LEGACY_ARCHS[arch]
+    else:
+        arch = next((a for a, f in LEGACY_ARCHS.items() if cfg.model.startswith(f + "_")), None)
+        if arch is None:
+            raise ConfigError(f"{source}: alpha needs arch (one of: {', '.join(LEGACY_ARCHS)}) with model {cfg.model}")
+        family = LEGACY_ARCHS[arch]
+    alpha = _number_string(values.get("alpha", 1.0))
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+        raise ConfigError(f"{source}: alpha must be a number such as 0.75, got {alpha!r}")
+    widths = sorted(int(m[len(family) + 1 :]) for m in list_models() if re.fullmatch(rf"{family}_\d{{3}}", m))
+    name = f"{family}_{round(alpha * 100):03d}"
+    if name not in list_models():
+        accepted = ", ".join(f"{w / 100:g}" for w in widths)
+        raise ConfigError(f"{source}: {arch} has no width alpha={alpha}; accepted: {accepted}")
+    return name
+
+
+def translate_legacy(cfg: Config, values: dict, source: str) -> dict:
+    """``values`` with the model zoo's keys that need translating replaced by schema keys.
+
+    ``arch`` + ``alpha`` -> ``model``; ``dataset: imagenet2012`` -> ``imagenet``;
+    ``save_checkpoint: True`` is what every run does; ``save_checkpoint: False`` and
+    ``start_epoch`` have no equivalent here and are errors that say what to use instead.
+    """
+    out = {k: v for k, v in values.items() if k not in LEGACY_KEYS}
+    if "arch" in values or "alpha" in values:
+        model = _legacy_model(cfg, values, source)
+        if "model" in out and out["model"] != model:
+            raise ConfigError(f"{source}: model={out['model']} and arch/alpha ({model}) disagree; give one of them")
+        out["model"] = model
+    if isinstance(out.get("dataset"), str) and out["dataset"].lower() in LEGACY_DATASETS:
+        out["dataset"] = LEGACY_DATASETS[out["dataset"].lower()]
+    save = str(values.get("save_checkpoint", True)).lower()
+    if save not in ("true", "1", "yes", "false", "0", "no"):
+        raise ConfigError(f"{source}: save_checkpoint must be true or false, got {values['save_checkpoint']!r}")
+    if save in ("false", "0", "no"):
+        raise ConfigError(
+            f"{source}: save_checkpoint=False is not supported (every run writes checkpoints to ckpt_save_dir); "
+            f"use --keep_checkpoint_max 1 to keep only the newest"
+        )
+    if "start_epoch" in values:
+        raise ConfigError(
+            f"{source}: start_epoch={values['start_epoch']} has no meaning here (a run's epochs count from 0); "
+            f"to continue a run use --resume CKPT (or --resume auto)"
+        )
+    return out
+
+
+def resolve_split_folder(cfg: Config, split_key: str) -> Optional[str]:
+    """Read ``cfg.data_dir`` as the split folder itself when it is one, as the model zoo's
+    ``--dataset_path`` is: its parent becomes ``data_dir`` and its name ``cfg[split_key]``
+    (``train_split`` or ``val_split``). Only when ``data_dir`` holds class folders with images and
+    no ``<split>`` folder. Returns a line saying what was used, or None when nothing changed."""
+    split_dir = os.path.join(cfg.data_dir, cfg[split_key])
+    if cfg.dataset != "imagenet" or os.path.isdir(split_dir) or not is_split_folder(cfg.data_dir):
+        return None
+    path = os.path.abspath(cfg.data_dir)
+    merge(cfg, {"data_dir": os.path.dirname(path), split_key: os.path.basename(path)}, "dataset_path")
+    return f"{path} holds class folders: read as data_dir={cfg.data_dir} {split_key}={cfg[split_key]}"
+
+
 def merge(cfg: Config, values: dict, source: str) -> Config:
     """Apply ``values`` (already parsed) onto ``cfg``, checking names and types."""
+    values = translate_legacy(cfg, {ALIASES.get(k, k): v for k, v in values.items()}, source)
     for raw_name, value in values.items():
         name = ALIASES.get(raw_name, raw_name)
         if isinstance(value, dict):

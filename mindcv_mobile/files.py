@@ -76,17 +76,17 @@ def atomic_path(path: str, mode: int = 0o644, what: str = "file") -> Iterator[st
 
 
 @contextlib.contextmanager
-def atomic_open(path: str, binary: bool = False, what: str = "file"):
+def atomic_open(path: str, binary: bool = False, what: str = "file", mode: int = 0o644):
     """``with atomic_open(path) as f: f.write(...)``: an open file whose content replaces ``path``
     only when the block ends without an error."""
-    with atomic_path(path, what=what) as tmp:
+    with atomic_path(path, mode=mode, what=what) as tmp:
         with open(tmp, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as f:
             yield f
             f.flush()
 
 
-def write_text(path: str, text: str, what: str = "file") -> str:
-    with atomic_open(path, what=what) as f:
+def write_text(path: str, text: str, what: str = "file", mode: int = 0o644) -> str:
+    with atomic_open(path, what=what, mode=mode) as f:
         f.write(text)
     return path
 

@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import os
 import random
+import shlex
 import sys
 
 from .host import ISA_SETTING, cpu_cores, data_workers  # isort: skip  (first: the ISA cap precedes MindSpore)
@@ -78,8 +79,11 @@ def pick_device(requested: str = "auto") -> str:
     if requested not in DEVICES:
         raise ValueError(f"device_target must be auto, {', '.join(DEVICES)}; got {requested!r}")
     if requested != "CPU" and not ms.hal.is_available(requested):
+        # Never fall back silently: a run meant for Ascend that trains on CPU wastes days.
+        available = ", ".join(d for d in DEVICES if d == "CPU" or ms.hal.is_available(d))
         raise RuntimeError(
-            f"device_target={requested} but MindSpore cannot use {requested} here; use --device_target auto or CPU"
+            f"device_target={requested} but MindSpore cannot use {requested} here; available here: {available} "
+            f"(or auto)"
         )
     return requested
 
@@ -144,9 +148,27 @@ def speed_defaults(cfg, device: str) -> str:
     return ", ".join(parts)
 
 
+def check_openmpi_launch(device: str) -> None:
+    """Refuse an OpenMPI launch (``mpirun -n N python train.py``) that MindSpore cannot join.
+
+    On CPU, MindSpore 2.10's collective library needs msrun's cluster variables: under mpirun
+    alone ``init()`` fails in every process (measured with OpenMPI 4.1). The error shows the msrun
+    command that runs the same job."""
+    workers = os.environ.get("OMPI_COMM_WORLD_SIZE")
+    if not workers or device != "CPU" or launched_by_msrun() or os.environ.get("RANK_TABLE_FILE"):
+        return
+    script = " ".join(shlex.quote(a) for a in sys.argv)
+    raise RuntimeError(
+        f"mpirun started this process ({workers} workers) but MindSpore on CPU cannot form a cluster from "
+        f"OpenMPI; run the same job with: msrun --worker_num {workers} --local_worker_num {workers} "
+        f"--join True python {script}"
+    )
+
+
 def init_runtime(cfg) -> Runtime:
     """Set device, execution mode, jit level, distribution and seeds from a Config; log it once."""
     device = pick_device(cfg.device_target)
+    check_openmpi_launch(device)
     distribute = launched_by_launcher() if cfg.distribute is None else cfg.distribute
     origin = getattr(cfg, "origins", {}).get("distribute", "")
     if distribute and not launched_by_launcher() and origin.endswith((".yaml", ".yml")):

@@ -192,4 +192,13 @@ ALIASES = {
     "nesterov": "use_nesterov",
     "resize": "image_resize",
     "device": "device_target",
+    # The MindSpore model zoo's MobileNet scripts and the MobileNetV2 example (README "Coming from
+    # the model zoo"); seed 004's config keys not listed are spelt as here already.
+    "data_url": "data_dir",
+    "dataset_path": "data_dir",
+    "pretrain_ckpt": "ckpt_path",
+    "platform": "device_target",
+    "label_smooth": "label_smoothing",
+    "save_checkpoint_epochs": "ckpt_save_interval",
+    "save_checkpoint_path": "ckpt_save_dir",
 }

@@ -10,6 +10,11 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 usage() {
     cat >&2 <<EOF
 usage: bash scripts/$PROG DEVICE_NUM DATA_DIR RECIPE [PRETRAINED_CKPT] [-- TRAIN_ARGS...]
+       bash scripts/$PROG [cifar10|imagenet2012] RANK_TABLE_FILE DATASET_PATH [PRETRAINED_CKPT] [-- TRAIN_ARGS...]
+
+  The second form is the MindSpore model zoo's (MobileNetV1): the MobileNetV1 recipe of the
+  dataset (RECIPE=path/to/recipe.yaml replaces it), one worker per device of the rank table
+  (one node), which msrun also receives as --rank_table_file.
 
   DEVICE_NUM       worker processes on this node, one per device (e.g. 8)
   DATA_DIR         dataset root holding the split folders (e.g. /data/imagenet with train/ and val/)
@@ -35,10 +40,43 @@ fail() {
     exit 2
 }
 
+# The devices of a one-node rank table (v1.0 "server_list" or the older "group_list" layout).
+rank_table_devices() {
+    "$PY" - "$1" <<'PYEOF'
+import json, sys
+try:
+    with open(sys.argv[1], encoding="utf-8") as f:
+        table = json.load(f)
+    if "server_list" in table:
+        servers = table["server_list"]
+        if len(servers) != 1:
+            sys.exit(f"{len(servers)} servers; this form runs one node (use DEVICE_NUM with NODE_RANK)")
+        print(len(servers[0]["device"]))
+    else:
+        print(sum(int(g["device_num"]) for g in table["group_list"]))
+except (OSError, ValueError, KeyError, TypeError) as err:
+    sys.exit(f"not a rank table ({type(err).__name__}: {err}); expected server_list[0].device or group_list")
+PYEOF
+}
+
+if [ -x "$ROOT/.venv/bin/python" ]; then PY="$ROOT/.venv/bin/python"; else PY=python3; fi
 [ $# -ge 3 ] || usage
-DEVICE_NUM=$1
-DATA_DIR=$2
-RECIPE=$3
+RANK_TABLE=""
+case $1 in
+    cifar10|imagenet2012)
+        RANK_TABLE=$2
+        DATA_DIR=$3
+        [ -f "$RANK_TABLE" ] || fail "RANK_TABLE_FILE '$RANK_TABLE' not found; expected the rank table JSON"
+        DEVICE_NUM=$(rank_table_devices "$RANK_TABLE" 2>&1) || fail "RANK_TABLE_FILE '$RANK_TABLE': $DEVICE_NUM"
+        dataset_recipe="$ROOT/configs/mobilenetv1/mobilenet_v1_1.0_${1}_ascend.yaml"
+        RECIPE=${RECIPE:-$dataset_recipe}
+        ;;
+    *)
+        DEVICE_NUM=$1
+        DATA_DIR=$2
+        RECIPE=$3
+        ;;
+esac
 shift 3
 CKPT=""
 if [ $# -ge 1 ] && [ "$1" != "--" ]; then
@@ -84,6 +122,7 @@ args=(--worker_num "$WORKER_NUM" --local_worker_num "$DEVICE_NUM" --master_addr 
       --master_port "$MASTER_PORT" --log_dir "$LOG_DIR" --join True --cluster_time_out "$CLUSTER_TIME_OUT")
 [ -z "${NODE_RANK:-}" ] || args+=(--node_rank "$NODE_RANK")
 [ "$BIND_CORE" = False ] || args+=(--bind_core True)
+[ -z "$RANK_TABLE" ] || args+=(--rank_table_file "$(cd "$(dirname "$RANK_TABLE")" && pwd)/$(basename "$RANK_TABLE")")
 train_args=(-c "$RECIPE" --data_dir "$DATA_DIR")
 [ -z "$CKPT" ] || train_args+=(--ckpt_path "$CKPT")
 

@@ -66,6 +66,20 @@ def _split_dir(root: str, split: str) -> str:
     return split_dir
 
 
+def is_split_folder(path: str, probe: int = 3) -> bool:
+    """Whether ``path`` is itself a split (class folders holding images directly), as the model
+    zoo's ``--dataset_path`` is, rather than a root holding split folders. Only the first
+    ``probe`` class folders are looked into, so the check stays cheap on ImageNet."""
+    if not os.path.isdir(path):
+        return False
+    folders = sorted(e.path for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
+    for folder in folders[:probe]:
+        with os.scandir(folder) as entries:
+            if any(e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS) for e in entries):
+                return True
+    return False
+
+
 def folder_classes(root: str, split: str = "train") -> list[str]:
     """The sorted class folders of ``<root>/<split>`` (hidden ones left out); raises when none."""
     split_dir = _split_dir(root, split)

@@ -32,6 +32,7 @@ try:
 except ImportError:  # not POSIX: no file locks, and no ownership to check either
     fcntl = None
 
+from ..files import write_text
 from ..host import CACHE_ENV, cache_dir
 
 SOURCE = Path(__file__).with_name("cpu_kernels.cc")
@@ -147,17 +148,8 @@ def _verify(library: Path, recorded: str) -> None:
 
 
 def _write_digest(digest_file: Path, digest: str) -> None:
-    """Write the sidecar atomically: a private temporary file in the same folder, then a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{digest_file.name}.", suffix=".tmp", dir=digest_file.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(digest + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, digest_file)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """The sidecar, private to its owner and written atomically."""
+    write_text(str(digest_file), digest + "\n", "kernel digest", mode=0o600)
 
 
 def _compile(compiler: str, library: Path, digest_file: Path) -> None:
