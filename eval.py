@@ -13,17 +13,12 @@ import os
 import sys
 
 import mindcv_mobile  # noqa: F401  (first: sets CPU speed defaults before MindSpore loads)
-from mindcv_mobile.cli import parse_args, run_main
+from mindcv_mobile.cli import model_zoo_recipe, parse_args, run_main
 from mindcv_mobile.config import config_from_run_dir, resolve_split_folder
 from mindcv_mobile.files import write_json
 from mindcv_mobile.tasks import validate
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-# The model zoo's eval.py evaluates its MobileNetV1 recipe of each dataset.
-DATASET_RECIPES = {
-    "imagenet": os.path.join(ROOT, "configs", "mobilenetv1", "mobilenet_v1_1.0_imagenet2012_ascend.yaml"),
-    "cifar10": os.path.join(ROOT, "configs", "mobilenetv1", "mobilenet_v1_1.0_cifar10_ascend.yaml"),
-}
 
 
 def _arguments(group) -> None:
@@ -38,8 +33,9 @@ def main(argv=None) -> int:
         raise ValueError("no weights to score: give --pretrain_ckpt CKPT (or --pretrained True)")
     if not extras.config:
         run_cfg = config_from_run_dir(cfg, cfg.ckpt_path)
-        if run_cfg is cfg:  # no run directory beside the weights: the dataset's recipe
-            cfg, extras = parse_args(["-c", DATASET_RECIPES[cfg.dataset], *argv], description, _arguments)
+        recipe = model_zoo_recipe(argv, cfg, extras, ROOT) if run_cfg is cfg else None
+        if recipe:  # no run directory beside the weights: the model zoo's recipe of the dataset
+            cfg, extras = parse_args(["-c", recipe, *argv], description, _arguments)
         else:
             cfg = run_cfg
     note = resolve_split_folder(cfg, "val_split")

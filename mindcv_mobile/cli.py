@@ -112,3 +112,21 @@ def parse_args(argv: Optional[Sequence[str]] = None, description: str = "", extr
     except ConfigError as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
     return cfg, extras
+
+
+# The model zoo's MobileNetV1 train.py/eval.py run their recipe of each dataset; the flags only
+# they have (--dataset_path, --platform, --pretrain_ckpt), given without -c or a model, pick it.
+MODEL_ZOO_FLAGS = ("--dataset_path", "--platform", "--pretrain_ckpt")
+MODEL_ZOO_RECIPES = {
+    "imagenet": "configs/mobilenetv1/mobilenet_v1_1.0_imagenet2012_ascend.yaml",
+    "cifar10": "configs/mobilenetv1/mobilenet_v1_1.0_cifar10_ascend.yaml",
+}
+
+
+def model_zoo_recipe(argv: Sequence[str], cfg, extras, root: str) -> Optional[str]:
+    """The MobileNetV1 recipe a model-zoo command line means (under ``root``, the repository),
+    or None when the command names a recipe (-c) or a model (--model, --arch) itself."""
+    flags = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+    if extras.config or "model" in cfg.origins or not flags & set(MODEL_ZOO_FLAGS):
+        return None
+    return os.path.join(root, MODEL_ZOO_RECIPES[cfg.dataset])

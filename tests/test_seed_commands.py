@@ -132,6 +132,14 @@ def test_train_model_zoo(v2_run, digits_root, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"read as data_dir={digits_root} train_split=train" in proc.stderr
     assert last_line(proc.stdout) == f"run directory: {run_dir}"
+    # Without --arch the flags mean what they mean in the model zoo's MobileNetV1 folder: its
+    # recipe of the dataset (mobilenet_v1_100), here shrunk to a few steps.
+    run_dir = str(tmp_path / "run_v1")
+    args = ["train.py", "--platform", "CPU", "--dataset_path", os.path.join(digits_root, "train"), "--resize", "32"]
+    proc = run(args + TINY + ["--ckpt_save_dir", run_dir], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "model-zoo flags without -c: training " in proc.stderr and "v1_1.0_imagenet2012_ascend.yaml" in proc.stderr
+    assert "model mobilenet_v1_100" in proc.stderr + proc.stdout
 
 
 @pytest.mark.slow
