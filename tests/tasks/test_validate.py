@@ -104,18 +104,23 @@ def split_files(root, split="val"):
 
 
 @pytest.mark.slow
+def numpy_logits(cfg, ckpt, files):
+    """Logits of the checkpoint on ``files`` (path, label) outside the pipeline under test, and the labels."""
+    net = create_model(MODEL, num_classes=10)
+    ms.load_param_into_net(net, ms.load_checkpoint(ckpt))
+    net.set_train(False)
+    images = preprocess(resolve_eval_config(cfg), [f for f, _ in files])
+    logits = np.concatenate([net(ms.Tensor(images[i : i + 50])).asnumpy() for i in range(0, len(images), 50)])
+    return logits, np.array([label for _, label in files])
+
+
 def test_metrics_equal_numpy_over_every_image(digits_root, ckpt):
     cfg = cfg_for(digits_root, ckpt)
     files = split_files(digits_root)
     assert len(files) % cfg.batch_size != 0, "the test needs a partial last batch"
     result = validate(cfg)
 
-    net = create_model(MODEL, num_classes=10)
-    ms.load_param_into_net(net, ms.load_checkpoint(ckpt))
-    net.set_train(False)
-    images = preprocess(resolve_eval_config(cfg), [f for f, _ in files])
-    logits = np.concatenate([net(ms.Tensor(images[i : i + 50])).asnumpy() for i in range(0, len(images), 50)])
-    labels = np.array([label for _, label in files])
+    logits, labels = numpy_logits(cfg, ckpt, files)
     top5 = np.argsort(-logits, axis=1)[:, :5]
     log_p = logits - logits.max(1, keepdims=True)
     log_p = log_p - np.log(np.exp(log_p).sum(1, keepdims=True))
@@ -306,12 +311,7 @@ def test_val_split_missing_a_class_is_labelled_with_the_run_classes(digits_root,
     cfg = cfg_for(val_without_zero, ckpt)
     result = validate(cfg)
     files = [(f, label) for f, label in split_files(digits_root) if label != 0]
-    net = create_model(MODEL, num_classes=10)
-    ms.load_param_into_net(net, ms.load_checkpoint(ckpt))
-    net.set_train(False)
-    images = preprocess(resolve_eval_config(cfg), [f for f, _ in files])
-    logits = np.concatenate([net(ms.Tensor(images[i : i + 50])).asnumpy() for i in range(0, len(images), 50)])
-    labels = np.array([label for _, label in files])
+    logits, labels = numpy_logits(cfg, ckpt, files)
     assert result["samples"] == len(files)
     assert result["Top_1_Accuracy"] == pytest.approx(float((logits.argmax(1) == labels).mean()), abs=1e-12)
 
