@@ -154,6 +154,25 @@ def _throughput(rounds: dict, batch: int) -> dict:
     }
 
 
+def bench_config(args, **overrides):
+    """The model's recipe as the benchmark runs it: its loss, optimizer and precision at the
+    benchmark's batch and image size, CPU graph mode, one process, random weights."""
+    from mindcv_mobile.config import load_config
+
+    values = dict(
+        model=args.model,
+        batch_size=args.batch_size,
+        image_resize=args.image_size,
+        num_classes=1000,
+        device_target="CPU",
+        mode=0,
+        distribute=False,
+        pretrained=False,
+        ckpt_path="",
+    )
+    return load_config(args.recipe or find_recipe(args.model), {**values, **overrides})
+
+
 def _worker_mindspore(args) -> dict:
     if args.variant.startswith("ours") or args.variant == "mindcv_isa":
         import mindcv_mobile  # noqa: F401  (first: the package's ISA rule, before MindSpore loads)
@@ -162,26 +181,9 @@ def _worker_mindspore(args) -> dict:
     from mindspore import Tensor
 
     from mindcv_mobile import build, runtime
-    from mindcv_mobile.config import load_config
 
     # train.py's objects through its build step; the LR schedule spans the timed steps (no warmup).
-    cfg = load_config(
-        args.recipe or find_recipe(args.model),
-        dict(
-            model=args.model,
-            batch_size=args.batch_size,
-            image_resize=args.image_size,
-            num_classes=1000,
-            device_target="CPU",
-            mode=0,
-            distribute=False,
-            pretrained=False,
-            ckpt_path="",
-            epoch_size=1,
-            warmup_epochs=0,
-            decay_epochs=1,
-        ),
-    )
+    cfg = bench_config(args, epoch_size=1, warmup_epochs=0, decay_epochs=1)
     precision = build.build_precision(cfg, "CPU")
     if args.variant.startswith("ours"):
         rt = runtime.init_runtime(cfg)  # the entry points' defaults: device, mode, threads, seed
@@ -252,22 +254,8 @@ def _worker_paired(args) -> dict:
     from mindspore import Tensor
 
     from mindcv_mobile import build, runtime
-    from mindcv_mobile.config import load_config
 
-    cfg = load_config(
-        args.recipe or find_recipe(args.model),
-        dict(
-            model=args.model,
-            batch_size=args.batch_size,
-            image_resize=args.image_size,
-            num_classes=1000,
-            device_target="CPU",
-            mode=0,
-            distribute=False,
-            pretrained=False,
-            ckpt_path="",
-        ),
-    )
+    cfg = bench_config(args)
     rt = runtime.init_runtime(cfg)
     precision = build.build_precision(cfg, "CPU")
     rng = np.random.default_rng(0)
