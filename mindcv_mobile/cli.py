@@ -64,12 +64,15 @@ def _add_key_arguments(parser: argparse.ArgumentParser) -> None:
         for name, key in keys.items():
             default = key.default if key.default not in ("", None) else None
             extra = f" {{{', '.join(map(str, key.choices))}}}" if key.choices else ""
+            # A bare boolean flag means True, as in mindcv (--distribute, --ema); --flag False still works.
+            bare = {"nargs": "?", "const": "True"} if key.kind == "bool" else {}
             group.add_argument(
                 f"--{name}",
                 dest=name,
                 default=argparse.SUPPRESS,
                 metavar=key.kind.upper(),
                 help=f"{key.help}{extra} (default: {default})",
+                **bare,
             )
     # Other tools' names (aliases, model-zoo keys) are accepted but kept out of --help.
     for alias in [*ALIASES, *LEGACY_KEYS]:

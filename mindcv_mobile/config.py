@@ -149,6 +149,9 @@ def coerce(name: str, value, source: str = "config"):
         if item is int and any(float(v) != int(v) for v in value):
             raise _type_error(name, key, value, source)
         out = [item(v) for v in value]
+    if key.choices is not None and isinstance(out, str) and out not in key.choices:
+        # Names match whatever their case (opt: SGD, loss: ce, as mindcv accepts); the table's spelling is kept.
+        out = next((c for c in key.choices if isinstance(c, str) and c.lower() == out.lower()), out)
     if key.choices is not None and out not in key.choices:
         choices = ", ".join(repr(c) if c == "" else str(c) for c in key.choices)
         raise ConfigError(f"{source}: {name}={out!r} is not one of: {choices}")

@@ -177,3 +177,14 @@ def test_loss_scale_type_defaults_to_mindcv_fixed():
 def test_non_finite_numbers_are_config_errors(value):
     with pytest.raises(ConfigError, match=f"lr must be a finite number, got {value}$"):
         load_config(None, {"lr": float(value)})
+
+
+def test_bare_boolean_flags_mean_true_and_names_match_any_case(tmp_path):
+    """mindcv's habits: `--distribute` / `--val_while_train` without a value, `opt: SGD`, `loss: ce`."""
+    cfg, _ = parse_args(["--val_while_train", "--ema", "--lr", "0.1", "--opt", "SGD", "--loss", "ce"])
+    assert (cfg.val_while_train, cfg.ema, cfg.lr, cfg.opt, cfg.loss) == (True, True, 0.1, "sgd", "CE")
+    cfg, _ = parse_args(["--val_while_train", "False", "--interpolation", "BICUBIC", "--device_target", "cpu"])
+    assert (cfg.val_while_train, cfg.interpolation, cfg.device_target) == (False, "bicubic", "CPU")
+    assert load_config(write(tmp_path, "opt: AdamW\nscheduler: Cosine_Decay\n")).opt == "adamw"
+    with pytest.raises(ConfigError, match="opt='lion' is not one of"):
+        load_config(None, {"opt": "lion"})
