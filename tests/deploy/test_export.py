@@ -17,7 +17,7 @@ import os
 import mindspore as ms
 import numpy as np
 import pytest
-from mindspore import nn, ops
+from netutils import calibrated  # tests/netutils.py
 
 from mindcv_mobile.cli import run_main
 from mindcv_mobile.config import load_config
@@ -29,25 +29,6 @@ from mindcv_mobile.tasks.export import export
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DIGITS_RECIPE = os.path.join(ROOT, "configs", "mobilenetv3", "mobilenet_v3_small_digits_cpu.yaml")
 SIZE = 48  # not the 224 default: --image_resize reaches the exported input
-
-
-def calibrated(net: nn.Cell, images: np.ndarray, seed: int) -> nn.Cell:
-    """Random BN affine and unit-scale Dense weights, BN statistics set from ``images`` (one
-    train-mode pass with momentum 1): logits of order 1 that depend on the input."""
-    rng = np.random.default_rng(seed)
-    for _, cell in net.cells_and_names():
-        if isinstance(cell, nn.BatchNorm2d):
-            n = cell.num_features
-            cell.gamma.set_data(ms.Tensor(rng.uniform(0.5, 1.5, n).astype(np.float32)))
-            cell.beta.set_data(ms.Tensor(rng.normal(0, 0.1, n).astype(np.float32)))
-            cell.bn_train = ops.BatchNorm(is_training=True, epsilon=cell.eps, momentum=1.0, data_format=cell.format)
-        elif isinstance(cell, nn.Dense):
-            out, inp = cell.weight.shape
-            cell.weight.set_data(ms.Tensor(rng.normal(0, 2 / np.sqrt(inp), (out, inp)).astype(np.float32)))
-    net.set_train(True)
-    net(ms.Tensor(images))
-    net.set_train(False)
-    return net
 
 
 def digits(root, split, step):

@@ -31,6 +31,18 @@ def _kernel_layers(net) -> int:
     return sum(getattr(cell, "kernel_op", None) is not None for _, cell in net.cells_and_names())
 
 
+def fresh_library() -> str:
+    """``kernels.library()`` without its memo before or after; skips the test where nothing builds."""
+    kernels.library.cache_clear()
+    try:
+        path, why_not = kernels.library()
+    finally:
+        kernels.library.cache_clear()
+    if not path:
+        pytest.skip(f"compiled CPU kernels cannot be built here: {why_not}")
+    return path
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """A cache home holding one freshly built library: ``(home, library path)``."""
@@ -38,13 +50,7 @@ def built(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MINDCV_MOBILE_HOME", str(home))
         mp.delenv(kernels.SWITCH_ENV, raising=False)
-        kernels.library.cache_clear()
-        try:
-            path, why_not = kernels.library()
-        finally:
-            kernels.library.cache_clear()
-    if not path:
-        pytest.skip(f"compiled CPU kernels cannot be built here: {why_not}")
+        path = fresh_library()
     return home, path
 
 
@@ -164,13 +170,7 @@ def test_the_compiler_writes_a_private_temporary_name(tmp_path, monkeypatch):
         return real_run(cmd, **kwargs)
 
     monkeypatch.setattr(cache.subprocess, "run", spy)
-    kernels.library.cache_clear()
-    try:
-        path, why_not = kernels.library()
-    finally:
-        kernels.library.cache_clear()
-    if not path:
-        pytest.skip(f"compiled CPU kernels cannot be built here: {why_not}")
+    path = fresh_library()
     ((out, mode),) = outputs
     folder = tmp_path / cache.FOLDER
     assert os.path.dirname(out) == str(folder) and out != path and os.path.basename(out).startswith(".")
