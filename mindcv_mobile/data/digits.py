@@ -3,6 +3,7 @@
 ``load_digits()`` ships with scikit-learn (no download): 1,797 8x8 grayscale scans (values
 0..16) of the digits 0-9 from the UCI "Optical Recognition of Handwritten Digits" set.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,15 +35,17 @@ def _count_tree(root: str) -> dict[str, dict[str, int]]:
         split_dir = os.path.join(root, split)
         if not os.path.isdir(split_dir):
             return {}
-        counts[split] = {c: len([f for f in os.listdir(os.path.join(split_dir, c))
-                                 if f.endswith(".png")])
-                         for c in sorted(os.listdir(split_dir))
-                         if os.path.isdir(os.path.join(split_dir, c))}
+        counts[split] = {
+            c: len([f for f in os.listdir(os.path.join(split_dir, c)) if f.endswith(".png")])
+            for c in sorted(os.listdir(split_dir))
+            if os.path.isdir(os.path.join(split_dir, c))
+        }
     return counts
 
 
-def write_digits_imagefolder(root: str, image_size: int = 64, val_fraction: float = 0.2,
-                             seed: int = 0, overwrite: bool = False) -> dict:
+def write_digits_imagefolder(
+    root: str, image_size: int = 64, val_fraction: float = 0.2, seed: int = 0, overwrite: bool = False
+) -> dict:
     """Write ``<root>/{train,val}/<0..9>/<index>.png`` (RGB, image_size x image_size).
 
     Pixels 0..16 are scaled to 0..255 and upscaled bilinearly. The split is stratified and
@@ -65,11 +68,16 @@ def write_digits_imagefolder(root: str, image_size: int = 64, val_fraction: floa
     digits = load_digits()
     labels = digits.target.astype(np.int64)
     splits = _split_indices(labels, val_fraction, seed)
-    expected = {s: {str(c): int((labels[idx] == c).sum()) for c in range(10)}
-                for s, idx in splits.items()}
+    expected = {s: {str(c): int((labels[idx] == c).sum()) for c in range(10)} for s, idx in splits.items()}
     params = {"image_size": image_size, "val_fraction": val_fraction, "seed": seed}
-    result = {"root": os.path.abspath(root), **params, "num_classes": 10,
-              "train": len(splits["train"]), "val": len(splits["val"]), "per_class": expected}
+    result = {
+        "root": os.path.abspath(root),
+        **params,
+        "num_classes": 10,
+        "train": len(splits["train"]),
+        "val": len(splits["val"]),
+        "per_class": expected,
+    }
 
     manifest_path = os.path.join(root, _MANIFEST)
     if os.path.exists(root):
@@ -83,7 +91,8 @@ def write_digits_imagefolder(root: str, image_size: int = 64, val_fraction: floa
         if not overwrite:
             raise FileExistsError(
                 f"{root!r} exists but is not a digits tree written with {params}; pass "
-                f"overwrite=True (--overwrite) to replace it, or choose another root")
+                f"overwrite=True (--overwrite) to replace it, or choose another root"
+            )
 
     parent = os.path.dirname(os.path.abspath(root))
     os.makedirs(parent, exist_ok=True)
@@ -94,8 +103,7 @@ def write_digits_imagefolder(root: str, image_size: int = 64, val_fraction: floa
                 os.makedirs(os.path.join(tmp, split, str(c)))
             for i in idx:
                 gray = (digits.images[i] * (255.0 / 16.0)).round().clip(0, 255).astype(np.uint8)
-                img = Image.fromarray(gray, mode="L").resize((image_size, image_size),
-                                                             Image.BILINEAR).convert("RGB")
+                img = Image.fromarray(gray, mode="L").resize((image_size, image_size), Image.BILINEAR).convert("RGB")
                 img.save(os.path.join(tmp, split, str(labels[i]), f"{i:04d}.png"))
         with open(os.path.join(tmp, _MANIFEST), "w", encoding="utf-8") as f:
             json.dump(params, f)

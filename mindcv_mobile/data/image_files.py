@@ -19,6 +19,7 @@ PNG chunk CRCs; no decode), by ``probe_image`` for a training/validation tree an
   kills the process (segmentation fault, "stack smashing detected"), and a PNG with a corrupt
   chunk stops the pipeline; hence the structure check of the native route.
 """
+
 from __future__ import annotations
 
 import io
@@ -69,6 +70,7 @@ def _route(head: bytes, tail: bytes, size: int, source: str | bytes) -> tuple[st
 
 def _open_pil(source: str | bytes):
     from PIL import Image
+
     return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
 
 
@@ -142,7 +144,7 @@ def jpeg_structure_problem(buf) -> str:
             continue
         if pos + 2 > n or _u16(buf, pos) < 2 or pos + _u16(buf, pos) > n:
             return f"segment 0xFF{marker:02X} at byte {pos - 2} runs past the end of the file"
-        seg = bytes(buf[pos + 2:pos + _u16(buf, pos)])
+        seg = bytes(buf[pos + 2 : pos + _u16(buf, pos)])
         pos += 2 + len(seg)
         if marker == 0xDB:  # DQT
             i = 0
@@ -158,8 +160,8 @@ def jpeg_structure_problem(buf) -> str:
             while i < len(seg):
                 if i + 17 > len(seg) or seg[i] >> 4 > 1 or seg[i] & 15 > 3:
                     return "bad Huffman table"
-                counts = seg[i + 1:i + 17]
-                values = seg[i + 17:i + 17 + sum(counts)]
+                counts = seg[i + 1 : i + 17]
+                values = seg[i + 17 : i + 17 + sum(counts)]
                 if sum(counts) > 256 or len(values) < sum(counts):
                     return "bad Huffman table"
                 code = 0
@@ -180,8 +182,9 @@ def jpeg_structure_problem(buf) -> str:
                 return f"unsupported frame ({precision}-bit, {width}x{height}, {ncomp} components)"
             comps = {seg[6 + 3 * k]: (seg[7 + 3 * k] >> 4, seg[7 + 3 * k] & 15, seg[8 + 3 * k]) for k in range(ncomp)}
             hmax, vmax = max(h for h, _, _ in comps.values()), max(v for _, v, _ in comps.values())
-            if len(comps) != ncomp or any(not (1 <= h <= 4 and 1 <= v <= 4) or q > 3 or hmax % h or vmax % v
-                                          for h, v, q in comps.values()):
+            if len(comps) != ncomp or any(
+                not (1 <= h <= 4 and 1 <= v <= 4) or q > 3 or hmax % h or vmax % v for h, v, q in comps.values()
+            ):
                 return "bad frame header"
             frame = (marker, comps)
         elif 0xC0 <= marker <= 0xCF:  # other frame types, DAC (arithmetic coding)
@@ -200,8 +203,11 @@ def jpeg_structure_problem(buf) -> str:
             # Tables a scan decodes with: DC and AC (sequential), DC (first DC scan of a
             # progressive file), AC (AC scans); DC refinement scans use none.
             kinds = (0, 1) if not progressive else ((1,) if ss else (() if ah else (0,)))
-            if any((kind, seg[2 + 2 * k] >> 4 if kind == 0 else seg[2 + 2 * k] & 15) not in huffman
-                   for k in range(ns) for kind in kinds):
+            if any(
+                (kind, seg[2 + 2 * k] >> 4 if kind == 0 else seg[2 + 2 * k] & 15) not in huffman
+                for k in range(ns)
+                for kind in kinds
+            ):
                 return "scan uses an undefined Huffman table"
             if progressive:
                 if ((se != 0) if ss == 0 else (ss > se or se > 63 or ns != 1)) or (ah and al != ah - 1) or al > 13:
@@ -212,7 +218,7 @@ def jpeg_structure_problem(buf) -> str:
                     bits = coef_bits.setdefault(c, [-1] * 64)
                     if (ss and bits[0] < 0) or any(ah != max(bits[i], 0) for i in range(ss, se + 1)):
                         return "inconsistent progression sequence"
-                    bits[ss:se + 1] = [al] * (se + 1 - ss)
+                    bits[ss : se + 1] = [al] * (se + 1 - ss)
             scans += 1
             if pos + 1 >= n or (buf[pos] == 0xFF and buf[pos + 1] != 0x00):
                 return "a scan without data"
@@ -252,6 +258,7 @@ def _decode_with_pil(source: str | bytes) -> np.ndarray:
 def reencode_as_png(path: str) -> bytes:
     """A file of the reencode route as PNG bytes of its RGB uint8 pixels (fast, low compression)."""
     from PIL import Image
+
     buf = io.BytesIO()
     Image.fromarray(_decode_with_pil(path)).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
@@ -266,11 +273,12 @@ def read_image(path: str) -> np.ndarray:
             data = f.read()
     except OSError as e:
         raise ValueError(f"cannot read image {path}: {e.strerror or e}") from None
-    route, reason = _route(data[:len(_PNG_MAGIC)], data[-_TAIL_BYTES:], len(data), data)
+    route, reason = _route(data[: len(_PNG_MAGIC)], data[-_TAIL_BYTES:], len(data), data)
     if route == "skip":
         raise ValueError(f"cannot read image {path}: {reason}")
     if route == "native":
         import mindspore.dataset.vision as vision
+
         try:
             return vision.Decode()(np.frombuffer(data, dtype=np.uint8))
         except RuntimeError:

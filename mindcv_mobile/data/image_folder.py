@@ -10,6 +10,7 @@ Labels are positions in a class list: the split's own sorted class folders by de
 run's class list when one is given, so a validation split that lacks some classes still labels
 the others as training did.
 """
+
 from __future__ import annotations
 
 import collections
@@ -39,6 +40,7 @@ _SHOWN_CLASSES = 5
 @dataclass
 class ImageFolderIndex:
     """The scanned content of ``<root>/<split>``: usable files in sorted order, with labels."""
+
     split_dir: str
     classes: list[str]  # label order: label i is classes[i]
     paths: list[str] = field(default_factory=list)
@@ -56,13 +58,15 @@ def _split_dir(root: str, split: str) -> str:
     if not os.path.isdir(root):
         raise FileNotFoundError(
             f"dataset root {root!r} does not exist or is not a folder; expected an ImageFolder "
-            f"tree <root>/<split>/<class_name>/<images>")
+            f"tree <root>/<split>/<class_name>/<images>"
+        )
     split_dir = os.path.join(root, split)
     if not os.path.isdir(split_dir):
         present = sorted(e.name for e in os.scandir(root) if e.is_dir())
         raise FileNotFoundError(
             f"split folder {split_dir!r} not found; {root!r} has subfolders {present}; expected "
-            f"<root>/<split>/<class_name>/<images> with split={split!r}")
+            f"<root>/<split>/<class_name>/<images> with split={split!r}"
+        )
     return split_dir
 
 
@@ -86,8 +90,8 @@ def folder_classes(root: str, split: str = "train") -> list[str]:
     classes = sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
     if not classes:
         raise ValueError(
-            f"split folder {split_dir!r} has no class subfolders; expected "
-            f"{split_dir}/<class_name>/<images>")
+            f"split folder {split_dir!r} has no class subfolders; expected {split_dir}/<class_name>/<images>"
+        )
     return classes
 
 
@@ -96,8 +100,9 @@ def _preview(names: Sequence[str]) -> str:
     return shown if len(names) <= _SHOWN_CLASSES else f"{shown[:-1]}, ...] ({len(names)} in all)"
 
 
-def _label_folders(split_dir: str, split: str, folders: list[str],
-                   classes: Sequence[str] | None) -> tuple[list[str], list[int]]:
+def _label_folders(
+    split_dir: str, split: str, folders: list[str], classes: Sequence[str] | None
+) -> tuple[list[str], list[int]]:
     """(the class list, the label of each folder): a folder's position in ``classes`` when given,
     else in the split's own folder list."""
     if classes is None:
@@ -110,7 +115,8 @@ def _label_folders(split_dir: str, split: str, folders: list[str],
     if unknown:
         raise ValueError(
             f"class folders {_preview(unknown)} of split {split!r} ({split_dir}) are not among the "
-            f"{len(classes)} classes the model knows: {_preview(classes)}")
+            f"{len(classes)} classes the model knows: {_preview(classes)}"
+        )
     label_of = {name: i for i, name in enumerate(classes)}
     return classes, [label_of[f] for f in folders]
 
@@ -129,8 +135,9 @@ def _scan_class(args: tuple[int, str]) -> tuple[int, list[tuple[str, str, str]]]
     return label, found
 
 
-def scan_image_folder(root: str, split: str = "train", workers: int | None = None,
-                      classes: Sequence[str] | None = None) -> ImageFolderIndex:
+def scan_image_folder(
+    root: str, split: str = "train", workers: int | None = None, classes: Sequence[str] | None = None
+) -> ImageFolderIndex:
     """List and probe every image of ``<root>/<split>`` (sorted, same order on every rank).
 
     ``classes``: the run's class list; labels are then positions in it, and a class folder not in
@@ -162,20 +169,34 @@ def scan_image_folder(root: str, split: str = "train", workers: int | None = Non
     for path, reason in index.skipped[:_MAX_FILE_WARNINGS]:
         _logger.warning("skipping %s: %s", path, reason)
     if len(index.skipped) > _MAX_FILE_WARNINGS:
-        _logger.warning("skipping %d more unusable files under %s (first %d listed above)",
-                        len(index.skipped) - _MAX_FILE_WARNINGS, split_dir, _MAX_FILE_WARNINGS)
+        _logger.warning(
+            "skipping %d more unusable files under %s (first %d listed above)",
+            len(index.skipped) - _MAX_FILE_WARNINGS,
+            split_dir,
+            _MAX_FILE_WARNINGS,
+        )
     for name in index.empty_classes:
-        _logger.warning("class folder %s has no usable images (extensions %s); its label "
-                        "index %d is kept", os.path.join(split_dir, name),
-                        "/".join(IMAGE_EXTENSIONS), classes.index(name))
+        _logger.warning(
+            "class folder %s has no usable images (extensions %s); its label index %d is kept",
+            os.path.join(split_dir, name),
+            "/".join(IMAGE_EXTENSIONS),
+            classes.index(name),
+        )
     if not index.paths:
         raise ValueError(
             f"no usable images under {split_dir!r} ({len(folders)} class folders, "
             f"{len(index.skipped)} unusable files); expected {split_dir}/<class_name>/<images> "
-            f"with extensions {IMAGE_EXTENSIONS}")
-    _logger.info("%s: %d images in %d classes (%d re-encoded via PIL, %d skipped), scanned in "
-                 "%.1f s", split_dir, len(index), len(folders), sum(index.reencode),
-                 len(index.skipped), time.perf_counter() - start)
+            f"with extensions {IMAGE_EXTENSIONS}"
+        )
+    _logger.info(
+        "%s: %d images in %d classes (%d re-encoded via PIL, %d skipped), scanned in %.1f s",
+        split_dir,
+        len(index),
+        len(folders),
+        sum(index.reencode),
+        len(index.skipped),
+        time.perf_counter() - start,
+    )
     return index
 
 
@@ -188,7 +209,8 @@ def _scan_cached(root: str, split: str, classes: Sequence[str] | None) -> ImageF
     split_dir = os.path.abspath(os.path.join(root, split))
     try:
         stamp = (os.stat(split_dir).st_mtime_ns,) + tuple(
-            sorted((e.name, e.stat().st_mtime_ns) for e in os.scandir(split_dir) if e.is_dir()))
+            sorted((e.name, e.stat().st_mtime_ns) for e in os.scandir(split_dir) if e.is_dir())
+        )
     except OSError:
         return scan_image_folder(root, split, classes=classes)  # raises the descriptive error
     key = (split_dir, stamp, None if classes is None else tuple(classes))
@@ -225,25 +247,30 @@ class EncodedImageSource:
             try:
                 data = self._read(j)
             except Exception as e:  # noqa: BLE001
-                _logger.warning("skipping %s at read time (%s: %s); serving the next file",
-                                self.paths[j], type(e).__name__, e)
+                _logger.warning(
+                    "skipping %s at read time (%s: %s); serving the next file", self.paths[j], type(e).__name__, e
+                )
                 continue
             return np.frombuffer(data, dtype=np.uint8), self.labels[j]
         raise OSError(f"16 consecutive files from {self.paths[i]!r} could not be read")
 
 
-def read_image_folder(root: str, split: str, sampler_args: dict, workers: int,
-                      classes: Sequence[str] | None = None):
+def read_image_folder(root: str, split: str, sampler_args: dict, workers: int, classes: Sequence[str] | None = None):
     """Reader "imagenet" of ``create_dataset``: (dataset of encoded images, its class list)."""
     index = _scan_cached(root, split, classes)
     sampler = ShardSampler(len(index), **sampler_args)
     if len(sampler) == 0:
-        raise ValueError(f"{index.split_dir!r} has {len(index)} images, too few for "
-                         f"num_shards={sampler_args['num_shards']}")
+        raise ValueError(
+            f"{index.split_dir!r} has {len(index)} images, too few for num_shards={sampler_args['num_shards']}"
+        )
     # Threads, not processes: the source only reads bytes (the GIL is released during I/O)
     # and decoding happens in the C++ map. Two reader threads hide file latency; measured on
     # 500x375 JPEGs this costs ~10% more CPU per image than ImageFolderDataset's C++ reader.
-    dataset = ds.GeneratorDataset(EncodedImageSource(index), column_names=["image", "label"],
-                                  sampler=sampler, num_parallel_workers=min(2, workers),
-                                  python_multiprocessing=False)
+    dataset = ds.GeneratorDataset(
+        EncodedImageSource(index),
+        column_names=["image", "label"],
+        sampler=sampler,
+        num_parallel_workers=min(2, workers),
+        python_multiprocessing=False,
+    )
     return dataset, list(index.classes)

@@ -1,4 +1,5 @@
 """create_loader: transforms, label dtype, batching and batch-level MixUp/CutMix."""
+
 from __future__ import annotations
 
 import mindspore as ms
@@ -49,8 +50,7 @@ def create_loader(
     batch_size = int(batch_size)
     for name, value in (("mixup", mixup), ("cutmix", cutmix)):
         if float(value) < 0:
-            raise ValueError(f"{name} is a Beta(alpha, alpha) parameter and must be >= 0 "
-                             f"(0 = off); got {value!r}")
+            raise ValueError(f"{name} is a Beta(alpha, alpha) parameter and must be >= 0 (0 = off); got {value!r}")
     for name, value in (("mixup_prob", mixup_prob), ("label_smoothing", label_smoothing)):
         if not 0.0 <= float(value) <= 1.0:
             raise ValueError(f"{name} must be in [0, 1]; got {value!r}")
@@ -66,27 +66,27 @@ def create_loader(
         raise ValueError(
             f"batch_size={batch_size} is larger than the dataset ({size} samples in this shard) "
             f"and drop_remainder=True would yield no batch; use batch_size <= {size} or "
-            f"drop_remainder=False")
+            f"drop_remainder=False"
+        )
 
     if transform:
-        dataset = dataset.map(operations=list(transform), input_columns="image",
-                              num_parallel_workers=workers)
+        dataset = dataset.map(operations=list(transform), input_columns="image", num_parallel_workers=workers)
     one_hot = bool(is_training) and (float(mixup) > 0 or float(cutmix) > 0)
     if one_hot:
-        label_ops = [transforms.OneHot(int(num_classes), float(label_smoothing)),
-                     transforms.TypeCast(ms.float32)]
+        label_ops = [transforms.OneHot(int(num_classes), float(label_smoothing)), transforms.TypeCast(ms.float32)]
     else:
         label_ops = [transforms.TypeCast(ms.int32)]
-    dataset = dataset.map(operations=label_ops, input_columns="label",
-                          num_parallel_workers=min(2, workers))
+    dataset = dataset.map(operations=label_ops, input_columns="label", num_parallel_workers=min(2, workers))
     dataset = dataset.batch(batch_size, drop_remainder=bool(drop_remainder))
     if one_hot:
         # create_transforms ends with HWC2CHW; a custom list without it leaves HWC.
         chw = transform is None or any(isinstance(op, vision.HWC2CHW) for op in transform)
         fmt = vision.ImageBatchFormat.NCHW if chw else vision.ImageBatchFormat.NHWC
-        dataset = dataset.map(operations=_mix_op(float(mixup), float(cutmix),
-                                                 float(mixup_prob), fmt),
-                              input_columns=["image", "label"], num_parallel_workers=min(2, workers))
+        dataset = dataset.map(
+            operations=_mix_op(float(mixup), float(cutmix), float(mixup_prob), fmt),
+            input_columns=["image", "label"],
+            num_parallel_workers=min(2, workers),
+        )
     if classes is not None:
         dataset.classes = classes
     return dataset
