@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 import mindcv_mobile  # noqa: F401  (first: CPU ISA default before MindSpore loads)
+from mindcv_mobile.download import DOWNLOAD_BASE_ENV
+
+# No test touches the internet: every download (pretrained weights, datasets), in this process
+# and in the subprocesses tests start, goes to a closed local port unless a test serves files.
+os.environ[DOWNLOAD_BASE_ENV] = "http://127.0.0.1:9/offline"
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ MAX_LINES = 400
 # Lowest first. A module may import from its own box and from boxes of a lower layer only.
 LAYERS = [
     ("host", "files", "errors"),
+    ("download",),  # fetching files: uses files.py for atomic writes
     ("kernels",),
     ("models",),
     ("data",),

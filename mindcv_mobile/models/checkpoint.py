@@ -7,7 +7,6 @@ loaded, or reported (head dropped for fine-tuning), or the load fails naming the
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 from typing import Optional
@@ -16,6 +15,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
+from ..download import DownloadError, ensure_file
 from ..files import WriteError, atomic_path
 from ..host import CACHE_ENV, cache_dir
 from .records import ModelCfg, get_model_cfg
@@ -55,54 +55,41 @@ class CheckpointWriteError(WriteError):
 @dataclasses.dataclass
 class LoadReport:
     """What a weight load did. ``missing``: network params left at init; ``unexpected``:
-    checkpoint entries that match nothing; ``head``: what happened to the classifier."""
+    checkpoint entries that match nothing; ``head``: what happened to the classifier;
+    ``skipped``: entries of layers the model leaves out by design (a ``features_only`` backbone
+    has no classifier and nothing after its deepest output)."""
 
     path: str
     missing: list
     unexpected: list
     head: str = "loaded"
+    skipped: list = dataclasses.field(default_factory=list)
 
     def __str__(self) -> str:
         why = " (mindcv's 1001-class release, unused last logit)" if self.head.startswith("sliced") else ""
+        skipped = f"; {len(self.skipped)} skipped {self.skipped[:5]}" if self.skipped else ""
         return (
             f"loaded {self.path}: head {self.head}{why}; {len(self.missing)} missing "
-            f"{self.missing[:5]}; {len(self.unexpected)} unexpected {self.unexpected[:5]}"
+            f"{self.missing[:5]}; {len(self.unexpected)} unexpected {self.unexpected[:5]}{skipped}"
         )
 
 
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def pretrained_path(model_name: str) -> str:
-    """Path of ``model_name``'s released weights in the local cache, checked against its hash.
+    """Path of ``model_name``'s released weights in the cache (``host.cache_dir()``), downloaded
+    from the record's url on first use (``$MINDCV_MOBILE_DOWNLOAD_BASE`` names a mirror).
 
-    Nothing is downloaded: this toolkit runs where the network may be closed. A missing file is
-    an error that gives the url and the exact path to place it at.
+    The file's sha256 must start with the hash in its name. A download that fails (offline, HTTP
+    error, wrong hash) is a ``DownloadError`` naming the url and the path to place the file at by
+    hand, and writes nothing; a cached file with another hash is a ValueError and is kept.
     """
     cfg = get_model_cfg(model_name)
     if not cfg.url:
         raise ValueError(f"{model_name} has no released weights; train it or pass checkpoint_path")
     path = cache_dir() / cfg.filename
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"released weights for {model_name} are not in the cache. Download {cfg.url} to {path} "
-            f"(e.g. `mkdir -p {path.parent} && curl -L -o {path} {cfg.url}`), or set ${CACHE_ENV} "
-            f"to the folder that holds {cfg.filename}"
-        )
-    expected = cfg.sha256_prefix
-    if expected:
-        actual = sha256_of(str(path))
-        if not actual.startswith(expected):
-            raise ValueError(
-                f"{path} has sha256 {actual[: len(expected)]}..., expected {expected}... "
-                f"(from its url {cfg.url}); the file is corrupt or another version"
-            )
-    return str(path)
+    try:
+        return ensure_file(cfg.url, path, cfg.sha256_prefix or None)
+    except DownloadError as err:
+        raise DownloadError(f"released weights for {model_name} are not in the cache (${CACHE_ENV}): {err}") from None
 
 
 def save_checkpoint(params, path: str, append_dict: Optional[dict] = None) -> str:
@@ -149,14 +136,17 @@ def load_model_weights(net: nn.Cell, source, cfg: Optional[ModelCfg] = None, str
       the head keeps its initialisation (fine-tuning);
     - a 3-channel stem into a 1-channel model is summed over RGB;
     - any other shape mismatch raises a ValueError naming the parameter;
-    - ``strict``: missing or unexpected entries raise instead of being reported.
+    - ``strict``: missing or unexpected entries raise instead of being reported;
+    - entries under ``net.unbuilt_prefixes`` (a ``features_only`` backbone's absent layers and
+      classifier) are ``skipped``, reported at info level.
     """
     path = source if isinstance(source, (str, os.PathLike)) else "<param dict>"
     ckpt = load_checkpoint(source) if isinstance(source, (str, os.PathLike)) else dict(source)
     classifier = cfg.classifier if cfg else "classifier"
     first_conv = f"{cfg.first_conv if cfg else 'features.0'}.weight"
     own = {p.name: p for p in net.get_parameters()}
-    head = "loaded"
+    unbuilt = tuple(getattr(net, "unbuilt_prefixes", ()))
+    head = "not built (features only)" if unbuilt and (classifier + ".").startswith(unbuilt) else "loaded"
     to_load = {}
     for name, value in ckpt.items():
         if name not in own:
@@ -196,8 +186,11 @@ def load_model_weights(net: nn.Cell, source, cfg: Optional[ModelCfg] = None, str
     ms.load_param_into_net(net, to_load, strict_load=False)
     head_dropped = head.startswith("dropped")
     missing = [n for n in own if n not in to_load and not (head_dropped and n.startswith(classifier + "."))]
-    unexpected = [n for n in ckpt if n not in own and not _is_train_state(n)]
-    report = LoadReport(str(path), missing, unexpected, head)
+    skipped = [n for n in ckpt if n not in own and unbuilt and n.startswith(unbuilt)]
+    unexpected = [
+        n for n in ckpt if n not in own and not _is_train_state(n) and not (unbuilt and n.startswith(unbuilt))
+    ]
+    report = LoadReport(str(path), missing, unexpected, head, skipped)
     if strict and (missing or unexpected):
         raise ValueError(f"strict load failed: {report}")
     if missing or unexpected:
