@@ -1,6 +1,7 @@
 """The MobileNet model zoo: ``create_model``, ``list_models`` and the per-model records."""
 
 from .checkpoint import LoadReport, load_checkpoint, load_model_weights, pretrained_path, save_checkpoint
+from .features import DEFAULT_OUT_INDICES, MobileNetFeatures
 from .layers import make_divisible
 from .records import ModelCfg, get_model_cfg, list_models, register_model
 from .registry import check_input_size, create_model
@@ -18,4 +19,6 @@ __all__ = [
     "load_model_weights",
     "pretrained_path",
     "LoadReport",
+    "MobileNetFeatures",
+    "DEFAULT_OUT_INDICES",
 ]

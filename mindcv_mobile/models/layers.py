@@ -15,6 +15,7 @@ from mindspore import nn, ops
 from mindspore.common import initializer as init
 
 from .. import kernels
+from .features import feature_levels
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: Optional[int] = None) -> int:
@@ -201,12 +202,45 @@ class SqueezeExcite(nn.Cell):
         return self.scale(x, scale)
 
 
+class DropPath(nn.Cell):
+    """Stochastic depth (Huang et al., https://arxiv.org/abs/1603.09382) on a residual branch.
+
+    In training each sample's branch output is zeroed with probability ``drop_prob`` and the kept
+    ones are divided by ``1 - drop_prob``, so the expected output is unchanged; in eval it is the
+    identity. One Bernoulli draw per sample, broadcast over C, H, W. No parameters.
+    """
+
+    def __init__(self, drop_prob: float) -> None:
+        super().__init__()
+        if not 0.0 <= drop_prob < 1.0:
+            raise ValueError(f"drop path probability must be in [0, 1), got {drop_prob!r}")
+        self.drop_prob = float(drop_prob)
+        self.keep_prob = 1.0 - self.drop_prob
+
+    def construct(self, x):
+        if not self.training or self.drop_prob == 0.0:
+            return x
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        # Drawn in float32 (Bernoulli has no float16 kernel on every device), applied in x's dtype.
+        keep = ops.bernoulli(ops.zeros(shape, mstype.float32), p=self.keep_prob)
+        return x * ops.cast(keep / self.keep_prob, x.dtype)
+
+
+def drop_path_rates(drop_path_rate: float, num_blocks: int) -> list:
+    """Per-block drop probabilities growing linearly with depth: block ``i`` of ``num_blocks``
+    (counted from 0 over the whole network) gets ``drop_path_rate * i / num_blocks``, so the first
+    block is never dropped (timm's EfficientNet/MobileNet builder)."""
+    return [drop_path_rate * i / num_blocks for i in range(num_blocks)]
+
+
 class InvertedResidual(nn.Cell):
     """MobileNetV2/V3 block: [1x1 expand] -> kxk depthwise -> [SE] -> 1x1 linear projection,
     with an identity shortcut when the shape is kept (Sandler et al., arXiv:1801.04381).
 
     The expand conv exists only when ``mid_channels != in_channels``; its absence shifts the
-    indices of ``layers``, exactly as in mindcv's checkpoints.
+    indices of ``layers``, exactly as in mindcv's checkpoints. ``drop_path_rate``: stochastic
+    depth on the residual branch (blocks with a shortcut only; a block without one keeps its
+    whole output).
     """
 
     def __init__(
@@ -219,6 +253,7 @@ class InvertedResidual(nn.Cell):
         act: str = "relu6",
         use_se: bool = False,
         dw_pad_mode: str = "pad",
+        drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
@@ -234,10 +269,12 @@ class InvertedResidual(nn.Cell):
             layers.append(SqueezeExcite(mid_channels))
         layers += conv_norm_act(mid_channels, out_channels, 1, act=None)
         self.layers = nn.SequentialCell(layers)
+        use_drop_path = self.use_res_connect and drop_path_rate > 0
+        self.drop_path = DropPath(drop_path_rate) if use_drop_path else nn.Identity()
 
     def construct(self, x):
         if self.use_res_connect:
-            return x + self.layers(x)
+            return x + self.drop_path(self.layers(x))
         return self.layers(x)
 
 
@@ -246,10 +283,20 @@ class MobileNet(nn.Cell):
 
     ``features`` and ``classifier`` keep mindcv's names; ``head_drop`` has no parameters, so a
     dropout added to a head that had none (MobileNetV1) changes no checkpoint name.
+    ``feature_info``: the five feature levels (strides 2..32) of the first ``trunk_len`` layers
+    of ``features`` (all by default), see ``features.py``.
     """
 
-    def __init__(self, features: list, classifier: nn.Cell, num_features: int, head_drop_rate: float = 0.0) -> None:
+    def __init__(
+        self,
+        features: list,
+        classifier: nn.Cell,
+        num_features: int,
+        head_drop_rate: float = 0.0,
+        trunk_len: Optional[int] = None,
+    ) -> None:
         super().__init__()
+        self.feature_info = feature_levels(features[:trunk_len])
         self.features = nn.SequentialCell(features)
         self.pool = GlobalAvgPooling()
         self.head_drop = nn.Dropout(p=head_drop_rate) if head_drop_rate > 0 else nn.Identity()
@@ -305,6 +352,8 @@ __all__ = [
     "conv_norm_act",
     "GlobalAvgPooling",
     "SqueezeExcite",
+    "DropPath",
+    "drop_path_rates",
     "InvertedResidual",
     "MobileNet",
     "init_weights",

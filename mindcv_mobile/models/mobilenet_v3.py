@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from mindspore import nn
 
-from .layers import HardSwish, InvertedResidual, MobileNet, conv_norm_act, init_weights, make_divisible
+from .layers import (
+    HardSwish,
+    InvertedResidual,
+    MobileNet,
+    conv_norm_act,
+    drop_path_rates,
+    init_weights,
+    make_divisible,
+)
 
 # Rows: (kernel, expansion channels, out_channels, use_se, activation, stride).
 ARCHS = {
@@ -50,23 +58,35 @@ HEAD_CHANNELS = {"large": 1280, "small": 1024}
 
 
 def mobilenet_v3(
-    arch: str = "large", alpha: float = 1.0, num_classes: int = 1000, in_channels: int = 3, drop_rate: float = 0.2
+    arch: str = "large",
+    alpha: float = 1.0,
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    drop_rate: float = 0.2,
+    drop_path_rate: float = 0.0,
 ) -> MobileNet:
     """Build MobileNetV3-``arch`` ("large" or "small") with width multiplier ``alpha``.
 
     Parameter names: ``features.0/1`` stem, ``features.3..`` blocks (``.layers.K``, SE as
     ``conv_reduce``/``conv_expand``), then the last 1x1 conv/BN, ``classifier.0`` and
     ``classifier.3`` the two Dense layers.
+
+    ``drop_path_rate``: stochastic depth, ``rate * i / n`` for block ``i`` where ``n`` counts the
+    inverted-residual blocks plus the last 1x1 conv, the final stage of the reference
+    architecture's trunk (16 for large, 12 for small); only blocks with a shortcut use it.
     """
     if arch not in ARCHS:
         raise ValueError(f"MobileNetV3 arch must be one of {sorted(ARCHS)}, got {arch!r}")
     channels = make_divisible(STEM_CHANNELS * alpha)
     features = conv_norm_act(in_channels, channels, 3, 2, act="hswish")
-    for kernel, expansion, out, use_se, act, stride in ARCHS[arch]:
+    rates = drop_path_rates(drop_path_rate, len(ARCHS[arch]) + 1)
+    for (kernel, expansion, out, use_se, act, stride), rate in zip(ARCHS[arch], rates):
         mid = make_divisible(expansion * alpha)
         out = make_divisible(out * alpha)
         features.append(
-            InvertedResidual(channels, mid, out, kernel, stride, act=act, use_se=use_se, dw_pad_mode="same")
+            InvertedResidual(
+                channels, mid, out, kernel, stride, act=act, use_se=use_se, dw_pad_mode="same", drop_path_rate=rate
+            )
         )
         channels = out
     last_conv = channels * 6

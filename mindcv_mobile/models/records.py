@@ -62,7 +62,7 @@ _REGISTRY: dict = {}
 
 
 def register_model(name: str, builder: Callable[..., nn.Cell], cfg: ModelCfg) -> None:
-    """Add ``name`` to the registry. ``builder(num_classes=, in_channels=, drop_rate=)`` -> Cell."""
+    """Add ``name`` to the registry. ``builder(num_classes=, in_channels=, drop_rate=, drop_path_rate=)`` -> Cell."""
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} is registered twice")
     _REGISTRY[name] = (builder, cfg)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 from functools import partial
-from typing import Optional
+from typing import Optional, Sequence
 
 from mindspore import nn
 
 from .. import kernels
 from .checkpoint import load_model_weights, pretrained_path
+from .features import MobileNetFeatures, check_out_indices
 from .mobilenet_v1 import mobilenet_v1
 from .mobilenet_v2 import mobilenet_v2
 from .mobilenet_v3 import mobilenet_v3
@@ -48,6 +49,8 @@ def create_model(
     drop_rate: Optional[float] = None,
     drop_path_rate: Optional[float] = None,
     cpu_kernels: bool = False,
+    features_only: bool = False,
+    out_indices: Optional[Sequence[int]] = None,
 ) -> nn.Cell:
     """Build a registered model, optionally loading released or local weights.
 
@@ -61,12 +64,20 @@ def create_model(
         in_channels: input channels; released 3-channel stems are summed over RGB for 1.
         drop_rate: dropout before the last Dense layer; None keeps the model's default (0.2 for
             V2/V3, none for V1).
-        drop_path_rate: accepted for mindcv-compatible calls; MobileNets here have no
-            stochastic depth, so only None or 0 is allowed.
+        drop_path_rate: stochastic depth in [0, 1): the residual branch of MobileNetV2/V3 block
+            ``i`` of ``n`` is dropped per sample with probability ``drop_path_rate * i / n`` in
+            training (identity in eval, no parameters). MobileNetV1 has no residual blocks: a
+            rate there is accepted with a warning and has no effect. None or 0: off.
         cpu_kernels: build the depthwise convs, squeeze-excite and hard-swish layers on the
             compiled CPU kernels (``mindcv_mobile.kernels``) when the library is available here;
             a CPU-only model for training and evaluation in this process. Off by default: the
             model then uses MindSpore's own ops, runs on any device and exports to MINDIR/ONNX.
+        features_only: return the backbone (:class:`~.features.MobileNetFeatures`) instead:
+            ``net(x)`` is a tuple of feature maps and ``net.feature_info`` describes each
+            (``chs``, ``reduction``, ``module``). No classifier is built (``num_classes`` and
+            ``drop_rate`` are unused); a classification checkpoint loads with the head skipped.
+        out_indices: with ``features_only``, the levels to return, increasing, in 0..4; level
+            ``i`` has stride ``2 ** (i + 1)``. Default (1, 2, 3, 4): strides 4, 8, 16, 32.
     """
     builder, cfg = lookup(model_name)
     for key, value in (("num_classes", num_classes), ("in_channels", in_channels)):
@@ -74,11 +85,17 @@ def create_model(
             raise ValueError(f"{key} must be a positive integer, got {value!r}")
     if drop_rate is not None and not 0.0 <= drop_rate < 1.0:
         raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
-    if drop_path_rate:
-        raise ValueError(
-            f"drop_path_rate={drop_path_rate!r} is not supported: MobileNet blocks here "
-            f"have no stochastic depth; use drop_rate (dropout before the classifier)"
-        )
+    if drop_path_rate is not None and (
+        isinstance(drop_path_rate, bool)
+        or not isinstance(drop_path_rate, (int, float))
+        or not 0.0 <= drop_path_rate < 1.0
+    ):
+        raise ValueError(f"drop_path_rate must be a number in [0, 1), got {drop_path_rate!r}")
+    if not isinstance(features_only, bool):
+        raise ValueError(f"features_only must be True or False, got {features_only!r}")
+    if out_indices is not None and not features_only:
+        raise ValueError(f"out_indices={out_indices!r} selects backbone outputs: pass it with features_only=True")
+    levels = check_out_indices(out_indices, model_name) if features_only else None
     if pretrained and checkpoint_path:
         raise ValueError("pass either pretrained=True or checkpoint_path, not both")
     if not isinstance(cpu_kernels, bool):
@@ -86,6 +103,8 @@ def create_model(
     kwargs = {"num_classes": num_classes, "in_channels": in_channels}
     if drop_rate is not None:
         kwargs["drop_rate"] = drop_rate
+    if drop_path_rate:
+        kwargs["drop_path_rate"] = float(drop_path_rate)
     library = ""
     if cpu_kernels:
         library, why_not = kernels.library()
@@ -99,6 +118,8 @@ def create_model(
     # Always set, "" included: only this call decides, not a kernels.use block around it.
     with kernels.use(library):
         net = builder(**kwargs)
+        if features_only:
+            net = MobileNetFeatures(net, levels)
     if pretrained or checkpoint_path:
         path = pretrained_path(model_name) if pretrained else checkpoint_path
         net.load_report = load_model_weights(net, path, cfg)

@@ -22,6 +22,9 @@ def check_quant_config(cfg) -> None:
         # Observer ranges and folded-BN statistics are float32 arithmetic.
         if cfg[name] != "O0":
             raise ValueError(f"quant: True trains and evaluates in float32; set {name}: O0, got {cfg[name]}")
+    if cfg.drop_path_rate:
+        # The folded conv-BN blocks have no stochastic-depth branch: the rate would be ignored.
+        raise ValueError(f"quant: True does not support drop_path_rate (got {cfg.drop_path_rate}); set it to 0")
     if cfg.ema:
         raise ValueError("quant: True does not support ema: True (the QAT state is not averaged); set ema: False")
     if cfg.quant_delay < 1:

@@ -164,7 +164,7 @@ def test_in_channels_and_drop_rate():
         ({"model_name": "mobilenet_v2_100", "num_classes": -3}, "got -3"),
         ({"model_name": "mobilenet_v2_100", "in_channels": 0}, "in_channels"),
         ({"model_name": "mobilenet_v2_100", "drop_rate": 1.5}, "drop_rate must be in"),
-        ({"model_name": "mobilenet_v2_100", "drop_path_rate": 0.1}, "drop_path_rate"),
+        ({"model_name": "mobilenet_v2_100", "drop_path_rate": 1.5}, "drop_path_rate must be a number in"),
         ({"model_name": "mobilenet_v2_100", "pretrained": True, "checkpoint_path": "x.ckpt"}, "not both"),
     ],
 )
