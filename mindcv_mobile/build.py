@@ -16,11 +16,10 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
-import mindspore as ms
 from mindspore import nn
 
 from .config import Config, copy_config
-from .data import create_dataset, create_loader, create_transforms
+from .data import create_dataset, create_loader, create_transforms, download_dataset
 from .data.transforms import transform_kwargs
 from .host import data_workers
 from .models import create_model, get_model_cfg, load_checkpoint, load_model_weights, pretrained_path
@@ -31,7 +30,7 @@ from .training.ema import EMA_PREFIX
 from .training.loss import loss_kwargs
 from .training.lr import schedule_kwargs
 from .training.optim import optimizer_kwargs
-from .training.train_step import Precision
+from .training.train_step import Precision, mixed_precision
 
 _logger = logging.getLogger(__name__)
 
@@ -52,6 +51,19 @@ def build_transforms(cfg: Config, is_training: bool) -> list:
     return create_transforms(is_training=is_training, **transform_kwargs(cfg))
 
 
+def fetch_dataset(cfg: Config, is_main: bool = True, distributed: bool = False) -> None:
+    """``dataset_download: True``: the official archives of cifar10 / cifar100 / mnist into
+    ``data_dir`` when missing, fetched by the main process while the others wait."""
+    if not cfg.dataset_download:
+        return
+    if is_main:
+        download_dataset(cfg.dataset, cfg.data_dir)
+    if distributed:
+        from mindspore.communication.comm_func import barrier
+
+        barrier()
+
+
 def build_train_dataset(cfg: Config, epoch: int = 0, rank: int = 0, group_size: int = 1, distribute: bool = False):
     """This process's shard of the training split, shuffled for ``epoch`` (order depends only on
     ``(seed, epoch)``)."""
@@ -66,6 +78,7 @@ def build_train_dataset(cfg: Config, epoch: int = 0, rank: int = 0, group_size: 
         num_parallel_workers=data_workers(cfg.num_parallel_workers),
         seed=cfg.seed,
         epoch=epoch,
+        aug_repeats=cfg.aug_repeats,
     )
 
 
@@ -125,7 +138,7 @@ def build_model(cfg: Config, cpu_kernels: bool = False, amp_level: str = "O0") -
         cpu_kernels=cpu_kernels,
     )
     net = _quantized(net, cfg)
-    return ms.amp.auto_mixed_precision(net, amp_level) if amp_level != "O0" else net
+    return mixed_precision(net, amp_level, cfg.amp_cast_list)
 
 
 def weights_path(cfg: Config) -> str:
@@ -178,7 +191,6 @@ def load_eval_network(cfg: Config) -> nn.Cell:
             num_classes=cfg.num_classes,
             in_channels=cfg.in_channels,
             drop_rate=cfg.drop_rate,
-            drop_path_rate=cfg.drop_path_rate,
         ),
         cfg,
     )
@@ -222,6 +234,7 @@ def build_train_step(cfg: Config, net: nn.Cell, optimizer: nn.Optimizer, precisi
         clip_grad=cfg.clip_grad,
         clip_value=cfg.clip_value,
         ema=ema,
+        accumulation_steps=cfg.gradient_accumulation_steps,
     )
 
 
@@ -238,6 +251,11 @@ def eval_amp_level(cfg: Config, device: str) -> str:
         )
         return "O0"
     return cfg.val_amp_level
+
+
+def eval_precision(cfg: Config, net: nn.Cell, device: str) -> nn.Cell:
+    """``net`` in validation's mixed precision (:func:`eval_amp_level`, ``amp_cast_list``)."""
+    return mixed_precision(net, eval_amp_level(cfg, device), cfg.amp_cast_list)
 
 
 # ---------------------------------------------------------------------- eval configuration
@@ -295,6 +313,7 @@ def eval_config(cfg: Config) -> Config:
 __all__ = [
     "MODEL_RECORD_KEYS",
     "build_eval_loader",
+    "fetch_dataset",
     "build_eval_network",
     "build_loss",
     "build_lr_schedule",
@@ -307,6 +326,7 @@ __all__ = [
     "build_transforms",
     "eval_amp_level",
     "eval_config",
+    "eval_precision",
     "load_eval_network",
     "resolve_eval_config",
     "standalone_config",

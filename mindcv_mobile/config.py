@@ -11,19 +11,19 @@ from __future__ import annotations
 import copy
 import difflib
 import logging
-import math
 import os
 import re
 from typing import Optional
 
 import yaml
 
-from .data import is_split_folder
+from .data import DATASET_DOWNLOADS, is_split_folder
+from .errors import ConfigError
 from .files import write_yaml
 from .models.registry import list_models
 from .quant import check_quant_config
 from .run_dir import CONFIG as RUN_CONFIG
-from .schema import ALIASES, KEYS, SCHEMA, Key
+from .schema import ALIASES, KEYS, SCHEMA, coerce, number_string
 
 __all__ = [
     "ALIASES",
@@ -46,10 +46,6 @@ __all__ = [
     "validate",
 ]
 _logger = logging.getLogger(__name__)
-
-
-class ConfigError(ValueError):
-    """A recipe or command line that cannot be used, with the reason in one line."""
 
 
 class Config(dict):
@@ -78,84 +74,6 @@ def closest_hint(name: str) -> str:
     close = difflib.get_close_matches(name, list(KEYS) + list(ALIASES) + list(LEGACY_KEYS), n=3, cutoff=0.6)
     close = [ALIASES.get(c, c) for c in close]
     return f"; did you mean {' or '.join(dict.fromkeys(close))}?" if close else ""
-
-
-def _type_error(name: str, key: Key, value, source: str) -> ConfigError:
-    want = {
-        "bool": "true or false",
-        "int": "an integer",
-        "float": "a number",
-        "str": "a string",
-        "floats": f"a list of {key.length or 'some'} numbers",
-        "ints": "a list of integers",
-    }[key.kind]
-    if key.nullable:
-        want += " or null"
-    return ConfigError(f"{source}: {name} must be {want}, got {value!r}")
-
-
-def _number_string(value):
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    return value
-
-
-def coerce(name: str, value, source: str = "config"):
-    """Check ``value`` against the schema for ``name`` and return it in the key's type."""
-    key = KEYS[name]
-    if value is None:
-        if key.nullable:
-            return None
-        raise _type_error(name, key, value, source)
-    kind = key.kind
-    if kind == "bool":
-        if isinstance(value, bool):
-            out = value
-        elif isinstance(value, int) and value in (0, 1):
-            out = bool(value)
-        elif isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
-            out = value.lower() in ("true", "yes", "1")
-        else:
-            raise _type_error(name, key, value, source)
-    elif kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            else:
-                raise _type_error(name, key, value, source)
-        out = value
-    elif kind == "float":
-        # PyYAML (YAML 1.1) reads 1e-5 without a dot as a string; Python reads it as a number.
-        value = _number_string(value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _type_error(name, key, value, source)
-        out = float(value)
-        if not math.isfinite(out):
-            raise ConfigError(f"{source}: {name} must be a finite number, got {out}")
-    elif kind == "str":
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise _type_error(name, key, value, source)
-        out = str(value)
-    else:  # floats / ints
-        if not isinstance(value, (list, tuple)) or (key.length and len(value) != key.length):
-            raise _type_error(name, key, value, source)
-        item = float if kind == "floats" else int
-        value = [_number_string(v) for v in value]
-        if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
-            raise _type_error(name, key, value, source)
-        if item is int and any(float(v) != int(v) for v in value):
-            raise _type_error(name, key, value, source)
-        out = [item(v) for v in value]
-    if key.choices is not None and isinstance(out, str) and out not in key.choices:
-        # Names match whatever their case (opt: SGD, loss: ce, as mindcv accepts); the table's spelling is kept.
-        out = next((c for c in key.choices if isinstance(c, str) and c.lower() == out.lower()), out)
-    if key.choices is not None and out not in key.choices:
-        choices = ", ".join(repr(c) if c == "" else str(c) for c in key.choices)
-        raise ConfigError(f"{source}: {name}={out!r} is not one of: {choices}")
-    return out
 
 
 def defaults() -> Config:
@@ -213,7 +131,7 @@ def _legacy_model(cfg: Config, values: dict, source: str) -> str:
         if arch is None:
             raise ConfigError(f"{source}: alpha needs arch (one of: {', '.join(LEGACY_ARCHS)}) with model {cfg.model}")
         family = LEGACY_ARCHS[arch]
-    alpha = _number_string(values.get("alpha", 1.0))
+    alpha = number_string(values.get("alpha", 1.0))
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
         raise ConfigError(f"{source}: alpha must be a number such as 0.75, got {alpha!r}")
     widths = sorted(int(m[len(family) + 1 :]) for m in list_models() if re.fullmatch(rf"{family}_\d{{3}}", m))
@@ -308,19 +226,25 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"{name} is a probability in [0, 1], got {cfg[name]}")
     if not 0.0 <= cfg.label_smoothing < 1.0:
         raise ConfigError(f"label_smoothing must be in [0, 1), got {cfg.label_smoothing}")
-    if not 0.0 < cfg.crop_pct <= 1.0:
-        raise ConfigError(f"crop_pct must be in (0, 1], got {cfg.crop_pct}")
-    if cfg.dataset_download:
+    if cfg.crop_pct <= 0:
+        # Above 1 the eval resize is smaller than the crop, which pads (mindcv's volo_d4 uses 1.15).
+        raise ConfigError(f"crop_pct must be > 0, got {cfg.crop_pct}")
+    if cfg.dataset_download and cfg.dataset not in DATASET_DOWNLOADS:
         raise ConfigError(
-            "dataset_download: True is not supported (no network is assumed); "
-            "place the dataset under data_dir and set dataset_download: False"
+            f"dataset_download: True works for {', '.join(sorted(DATASET_DOWNLOADS))}, not dataset={cfg.dataset!r} "
+            "(ImageNet has no public archive); place the folder tree under data_dir"
         )
-    if cfg.aug_repeats > 1:
-        raise ConfigError(f"aug_repeats={cfg.aug_repeats} (repeated augmentation) is not supported; use 0")
-    if cfg.gradient_accumulation_steps != 1:
-        raise ConfigError(f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} is not supported; use 1")
+    for name in ("aug_repeats", "aux_factor", "gradient_accumulation_steps"):
+        if cfg[name] < (1 if name == "gradient_accumulation_steps" else 0):
+            raise ConfigError(f"{name} must be >= {int(name == 'gradient_accumulation_steps')}, got {cfg[name]}")
+    if cfg.aug_splits:
+        raise ConfigError(
+            f"aug_splits={cfg.aug_splits} (mindcv's AugMix with clean/augmented splits and a JSD loss) is not "
+            "supported; use aug_splits: 0 with auto_augment: augmix (AugMix on every image, cross-entropy)"
+        )
     if cfg.aux_factor:
-        raise ConfigError(f"aux_factor={cfg.aux_factor}: MobileNets have no auxiliary head; use 0")
+        # mindcv applies aux_factor only to a model's auxiliary logits; MobileNets have none.
+        _logger.warning("aux_factor=%s has no effect: MobileNets have no auxiliary head", cfg.aux_factor)
     if cfg.resume and cfg.ckpt_path:
         raise ConfigError("set either resume (continue a run) or ckpt_path (start from weights), not both")
     if cfg.pretrained and cfg.ckpt_path:

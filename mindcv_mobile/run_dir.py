@@ -47,6 +47,8 @@ RESUME_KEYS = (
     "drop_remainder",
     "shuffle",
     "seed",
+    "aug_repeats",
+    "gradient_accumulation_steps",
 )
 
 

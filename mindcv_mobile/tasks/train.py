@@ -25,6 +25,7 @@ from ..build import (
     build_train_loader,
     build_train_step,
     eval_amp_level,
+    fetch_dataset,
 )
 from ..config import Config
 from ..data import class_names
@@ -171,6 +172,14 @@ def _notes(cfg: Config, rt: Runtime, precision, sink: bool) -> None:
             precision.amp_level,
             cfg.val_amp_level,
         )
+    if cfg.gradient_accumulation_steps > 1:
+        _logger.info(
+            "gradient accumulation %d: one update per %d batches (%d images over all devices); the LR "
+            "schedule counts batches, as mindcv's",
+            cfg.gradient_accumulation_steps,
+            cfg.gradient_accumulation_steps,
+            cfg.gradient_accumulation_steps * cfg.batch_size * rt.group_size,
+        )
     if sink:
         _logger.info(
             "dataset sink mode: MindSpore returns one loss per sink, so each epoch's loss (log, "
@@ -225,6 +234,7 @@ def _prepare(cfg: Config, rt: Runtime, run: RunDir) -> _Prepared:
     """Everything the loop runs, from the build step; the run directory's config and classes."""
     precision = build_precision(cfg, rt.device)
     # ---- data: every rank reads its own shard of the training split; labels come from its classes
+    fetch_dataset(cfg, rt.is_main, rt.distribute and rt.group_size > 1)
     classes = class_names(cfg.data_dir, cfg.train_split, cfg.dataset)
     _check_classes(cfg, classes)
 

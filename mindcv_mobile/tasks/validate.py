@@ -22,8 +22,9 @@ import mindspore as ms
 from ..build import (
     build_eval_loader,
     build_eval_network,
-    eval_amp_level,
     eval_config,
+    eval_precision,
+    fetch_dataset,
     load_eval_network,
     weights_path,
 )
@@ -65,6 +66,7 @@ def validate(cfg: Config, rt: Optional[Runtime] = None) -> dict:
     cfg = eval_config(cfg)
     rt = rt or init_runtime(cfg)
     setup_logging(None, rt.rank)
+    fetch_dataset(cfg)
     classes, source = run_classes(cfg)
     if len(classes) > cfg.num_classes:
         raise ValueError(
@@ -72,9 +74,7 @@ def validate(cfg: Config, rt: Optional[Runtime] = None) -> dict:
             f"set --num_classes {len(classes)}"
         )
     net = load_eval_network(cfg)
-    amp_level = eval_amp_level(cfg, rt.device)
-    if amp_level != "O0":
-        net = ms.amp.auto_mixed_precision(net, amp_level)
+    net = eval_precision(cfg, net, rt.device)
     loader = build_eval_loader(cfg, classes=classes)
     model = ms.train.Model(
         net,

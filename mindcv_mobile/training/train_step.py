@@ -7,15 +7,24 @@ Decided once here, logged once, used everywhere:
   overflow only with ``drop_overflow_update``.
 - CPU: amp O0 (float16 on CPU is 3-4x slower here) unless ``amp_force``; a fixed loss scale that
   never skips a step (MindSpore's overflow check needs NPU/GPU status ops).
+
+Gradient accumulation (``gradient_accumulation_steps`` N > 1): every batch's unscaled gradients
+are added, divided by N, to per-device buffers; every N-th batch the buffers are all-reduced,
+clipped and applied, then cleared. With the loss averaged over the batch this is one update on the
+N batches concatenated, except for BatchNorm, whose statistics stay per batch. As in mindcv, the
+LR schedule counts batches: its position advances on every batch and an update uses the value at
+its batch. The buffers and their counter are parameters of the step, so checkpoints carry them
+and a resumed run continues mid-accumulation exactly.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 
 import mindspore as ms
-from mindspore import Tensor, nn, ops
+from mindspore import Parameter, Tensor, nn, ops
 
 _logger = logging.getLogger(__name__)
 
@@ -29,6 +38,80 @@ _grad_scale = ops.MultitypeFuncGraph("grad_scale")
 @_grad_scale.register("Tensor", "Tensor")
 def _unscale(scale, grad):
     return grad * ops.cast(ops.Reciprocal()(scale), ops.dtype(grad))
+
+
+_add_share = ops.MultitypeFuncGraph("add_share")
+
+
+@_add_share.register("Tensor", "Tensor", "Tensor")
+def _add_share_tensor(factor, buffer, grad):
+    return ops.assign_add(buffer, grad * ops.cast(factor, ops.dtype(grad)))
+
+
+_zero = ops.MultitypeFuncGraph("zero")
+
+
+@_zero.register("Tensor")
+def _zero_tensor(buffer):
+    return ops.assign(buffer, ops.zeros_like(buffer))
+
+
+def cast_cells(names) -> tuple:
+    """The ``nn`` cell classes of ``amp_cast_list`` names (``nn.Conv2d``, ``Conv2d`` or
+    ``mindspore.nn.Conv2d``); an unknown name is a one-line error listing close ones."""
+    out = []
+    for name in names:
+        short = str(name).rsplit(".", 1)[-1]
+        cls = getattr(nn, short, None)
+        if not (isinstance(cls, type) and issubclass(cls, nn.Cell)):
+            close = difflib.get_close_matches(short, [n for n in dir(nn) if n[:1].isupper()], n=3)
+            hint = f"; did you mean {', '.join('nn.' + c for c in close)}?" if close else ""
+            raise ValueError(f"amp_cast_list: {name!r} is not a mindspore.nn cell class{hint}")
+        out.append(cls)
+    return tuple(out)
+
+
+class _CastOutput(nn.Cell):
+    """``cell`` with its output cast to ``dtype``; parameter names unchanged."""
+
+    def __init__(self, cell: nn.Cell, dtype) -> None:
+        super().__init__(auto_prefix=False)
+        self.cell = cell
+        self.dtype = dtype
+
+    def construct(self, *inputs):
+        return ops.cast(self.cell(*inputs), self.dtype)
+
+
+def _cast_listed(net: nn.Cell, classes: tuple, compute, output) -> None:
+    """Every cell of ``classes`` inside ``net`` computes in ``compute`` and hands on ``output``."""
+    children = net.name_cells()
+    for name, child in children.items():
+        if isinstance(child, classes):
+            net._cells[name] = _CastOutput(child.to_float(compute), output)
+        else:
+            _cast_listed(child, classes, compute, output)
+    if isinstance(net, nn.SequentialCell):
+        net.cell_list = list(net.cells())
+
+
+def mixed_precision(net: nn.Cell, amp_level: str, cast_list=None) -> nn.Cell:
+    """``net`` in ``amp_level``. ``cast_list`` (cell class names), as mindcv's ``amp_cast_list``:
+    at O1 the listed cells compute in float16 (white list), at O2 everything but the listed cells
+    does (black list); ignored at O0 and O3. None: MindSpore's own lists.
+
+    A list is applied cell by cell with ``Cell.to_float`` (MindSpore's ``custom_mixed_precision``
+    writes generated Python files into the working directory on every call)."""
+    if amp_level == "O0":
+        return net
+    if cast_list and amp_level in ("O1", "O2"):
+        classes = cast_cells(cast_list)
+        if amp_level == "O1":
+            _cast_listed(net, classes, ms.float16, ms.float32)
+            return net
+        _cast_listed(net.to_float(ms.float16), classes, ms.float32, ms.float16)
+        return _CastOutput(net, ms.float32)
+    return ms.amp.auto_mixed_precision(net, amp_level)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +175,7 @@ class TrainStep(nn.TrainOneStepWithLossScaleCell):
         clip_grad: bool = False,
         clip_value: float = 15.0,
         ema: nn.Cell | None = None,
+        accumulation_steps: int = 1,
     ) -> None:
         if precision.dynamic:
             scale_sense = nn.DynamicLossScaleUpdateCell(
@@ -106,6 +190,13 @@ class TrainStep(nn.TrainOneStepWithLossScaleCell):
         self.use_ema = ema is not None
         if self.use_ema:
             self.ema = ema
+        if isinstance(accumulation_steps, bool) or not isinstance(accumulation_steps, int) or accumulation_steps < 1:
+            raise ValueError(f"gradient_accumulation_steps must be an integer >= 1, got {accumulation_steps!r}")
+        self.accumulation_steps = accumulation_steps
+        if accumulation_steps > 1:
+            self.accum_grads = self.weights.clone(prefix="accumulation", init="zeros")
+            self.accum_count = Parameter(Tensor(0, ms.int32), name="accumulation.count", requires_grad=False)
+            self.accum_share = Tensor(1.0 / accumulation_steps, ms.float32)
 
     def construct(self, *inputs):
         loss = self.network(*inputs)
@@ -113,7 +204,17 @@ class TrainStep(nn.TrainOneStepWithLossScaleCell):
         sens = ops.ones_like(loss) * ops.cast(scaling_sens, ops.dtype(loss))
         grads = self.grad(self.network, self.weights)(*inputs, sens)
         grads = self.hyper_map(ops.partial(_grad_scale, scaling_sens), grads)
-        grads = self.grad_reducer(grads)
+        if self.accumulation_steps > 1:
+            loss, overflow = self._accumulate(loss, grads, scaling_sens)
+        else:
+            loss, overflow = self._update(loss, self.grad_reducer(grads), scaling_sens)
+        if self.check_overflow:
+            # The monitor logs skipped steps instead of stopping on their non-finite loss.
+            return loss, overflow, scaling_sens
+        return loss
+
+    def _update(self, loss, grads, scaling_sens):
+        """Reduced gradients -> [clip] -> [overflow check] -> optimizer -> [EMA]: (loss, overflow)."""
         if self.clip_grad:
             grads = ops.clip_by_global_norm(grads, self.clip_value)
         if self.check_overflow:
@@ -123,9 +224,25 @@ class TrainStep(nn.TrainOneStepWithLossScaleCell):
                 loss = ops.depend(loss, self.optimizer(grads))
                 if self.use_ema:
                     loss = ops.depend(loss, self.ema())
-            # The monitor logs skipped steps instead of stopping on their non-finite loss.
-            return loss, overflow, scaling_sens
+            return loss, overflow
         loss = ops.depend(loss, self.optimizer(grads))
         if self.use_ema:
             loss = ops.depend(loss, self.ema())
-        return loss
+        return loss, Tensor(False)
+
+    def _accumulate(self, loss, grads, scaling_sens):
+        """Add this batch's share to the buffers; every N-th batch apply them and clear them."""
+        loss = ops.depend(loss, self.hyper_map(ops.partial(_add_share, self.accum_share), self.accum_grads, grads))
+        count = self.accum_count + 1
+        loss = ops.depend(loss, ops.assign(self.accum_count, count))
+        overflow = Tensor(False)
+        if count >= self.accumulation_steps:
+            # Devices keep their own buffers until the update: one all-reduce per N batches.
+            loss, overflow = self._update(loss, self.grad_reducer(self.accum_grads), scaling_sens)
+            loss = ops.depend(loss, self.hyper_map(_zero, self.accum_grads))
+            loss = ops.depend(loss, ops.assign(self.accum_count, ops.zeros_like(count)))
+        else:
+            # No update on this batch; the LR schedule still advances one position.
+            step = self.optimizer.global_step_increase_tensor
+            loss = ops.depend(loss, ops.assign_add(self.optimizer.global_step, step))
+        return loss, overflow

@@ -148,6 +148,19 @@ def test_both_ranks_finish_with_identical_weights(job):
     assert s0["history"][0]["loss"] != s1["history"][0]["loss"]
 
 
+def test_gradient_accumulation_keeps_the_ranks_identical(digits_root, tmp_path):
+    """Each rank accumulates its own batches; the buffers are all-reduced at the update, so the
+    ranks' weights stay equal (unreduced buffers would let them drift apart at the first update)."""
+    job = run_job(digits_root, tmp_path, ["--gradient_accumulation_steps", "2", "--epoch_size", "1"])
+    assert job.returncode == 0, job.output[-3000:]
+    (w0, s0), (w1, _) = _dump(job, 0), _dump(job, 1)
+    different = [name for name in w0.files if not np.array_equal(w0[name], w1[name])]
+    assert different == [], f"parameters that differ between ranks: {different[:5]}"
+    steps = _num_train_images(digits_root) // DEVICES // BATCH
+    assert s0["history"][0]["global_step"] == steps
+    assert "gradient accumulation 2" in _worker_log(job, 0)
+
+
 def test_each_rank_reads_a_disjoint_half_per_epoch(job, digits_root):
     n = _num_train_images(digits_root)
     (_, s0), (_, s1) = _dump(job, 0), _dump(job, 1)
