@@ -28,14 +28,14 @@ def _arguments(group) -> None:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     description = "Score a checkpoint (model-zoo eval.py command line)"
-    cfg, extras = parse_args(argv, description=description, extra_arguments=_arguments)
+    cfg, extras = parse_args(argv, description=description, extra_arguments=_arguments, entry="eval")
     if not cfg.ckpt_path and not cfg.pretrained:
         raise ValueError("no weights to score: give --pretrain_ckpt CKPT (or --pretrained True)")
     if not extras.config:
         run_cfg = config_from_run_dir(cfg, cfg.ckpt_path)
         recipe = model_zoo_recipe(argv, cfg, extras, ROOT) if run_cfg is cfg else None
         if recipe:  # no run directory beside the weights: the model zoo's recipe of the dataset
-            cfg, extras = parse_args(["-c", recipe, *argv], description, _arguments)
+            cfg, extras = parse_args(["-c", recipe, *argv], description, _arguments, entry="eval")
         else:
             cfg = run_cfg
     note = resolve_split_folder(cfg, "val_split")

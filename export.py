@@ -38,7 +38,9 @@ def _arguments(group) -> None:
 
 
 def main(argv=None) -> int:
-    cfg, extras = parse_args(argv, description="Export a checkpoint to MINDIR / ONNX / AIR", extra_arguments=_arguments)
+    cfg, extras = parse_args(
+        argv, description="Export a checkpoint to MINDIR / ONNX / AIR", extra_arguments=_arguments, entry="export"
+    )
     if not extras.config and cfg.ckpt_path:
         cfg = config_from_run_dir(cfg, cfg.ckpt_path)
     result = export(cfg, extras.file_format, extras.output or None, verify=not extras.no_verify)

@@ -28,7 +28,10 @@ def _arguments(group) -> None:
 
 def main(argv=None) -> int:
     cfg, extras = parse_args(
-        argv, description="Classify images (top-5) with a .ckpt, .onnx or .mindir", extra_arguments=_arguments
+        argv,
+        description="Classify images (top-5) with a .ckpt, .onnx or .mindir",
+        extra_arguments=_arguments,
+        entry="infer",
     )
     if not extras.config and reads_run_config(cfg):
         cfg = config_from_run_dir(cfg, cfg.ckpt_path)

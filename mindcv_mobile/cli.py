@@ -1,5 +1,6 @@
 """What the entry points share: the command line (``-c RECIPE`` plus ``--<key>`` for every
-schema key) and turning expected failures into one-line errors."""
+schema key; ``cli_help`` decides what each entry's ``--help`` lists) and turning expected
+failures into one-line errors."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ from typing import Callable, Optional, Sequence
 
 import yaml
 
+from .cli_help import ENTRIES, build_parser
 from .config import (
     ALIASES,
     KEYS,
     LEGACY_KEYS,
-    SCHEMA,
     ConfigError,
     closest_hint,
+    coerce,
     defaults,
     merge,
     read_yaml,
@@ -58,46 +60,16 @@ def _parse_cli_value(name: str, text: str):
         return text
 
 
-def _add_key_arguments(parser: argparse.ArgumentParser) -> None:
-    for group_name, keys in SCHEMA.items():
-        group = parser.add_argument_group(group_name)
-        for name, key in keys.items():
-            default = key.default if key.default not in ("", None) else None
-            extra = f" {{{', '.join(map(str, key.choices))}}}" if key.choices else ""
-            # A bare boolean flag means True, as in mindcv (--distribute, --ema); --flag False still works.
-            bare = {"nargs": "?", "const": "True"} if key.kind == "bool" else {}
-            group.add_argument(
-                f"--{name}",
-                dest=name,
-                default=argparse.SUPPRESS,
-                metavar=key.kind.upper(),
-                help=f"{key.help}{extra} (default: {default})",
-                **bare,
-            )
-    # Other tools' names (aliases, model-zoo keys) are accepted but kept out of --help.
-    for alias in [*ALIASES, *LEGACY_KEYS]:
-        parser.add_argument(f"--{alias}", dest=alias, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-
-
-def build_parser(description: str, extra_arguments=None) -> argparse.ArgumentParser:
-    """The command-line parser of an entry point: ``-c RECIPE`` plus ``--<key>`` for every key."""
-    parser = argparse.ArgumentParser(
-        description=description, allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    parser.add_argument("-c", "--config", default="", help="YAML recipe")
-    if extra_arguments:
-        extra_arguments(parser.add_argument_group("this command"))
-    _add_key_arguments(parser)
-    return parser
-
-
-def parse_args(argv: Optional[Sequence[str]] = None, description: str = "", extra_arguments=None):
+def parse_args(argv: Optional[Sequence[str]] = None, description: str = "", extra_arguments=None, entry: str = "train"):
     """Parse an entry point's command line: returns (Config, namespace of the extra arguments).
 
+    ``entry`` (a key of ``cli_help.ENTRIES``) decides which keys ``--help`` lists and what they
+    mean there; every key is accepted. A key the entry takes one or more values of (validate.py's
+    ``--ckpt_path``) sets the config to the first value and ``extras.<key>s`` to all of them.
     Unknown flags are errors naming the closest key (argparse alone would only say
     'unrecognized arguments').
     """
-    parser = build_parser(description, extra_arguments)
+    parser = build_parser(entry, description, extra_arguments)
     argv = list(sys.argv[1:] if argv is None else argv)
     known, unknown = parser.parse_known_args(argv)
     if unknown:
@@ -105,13 +77,22 @@ def parse_args(argv: Optional[Sequence[str]] = None, description: str = "", extr
         name = flag.lstrip("-").split("=", 1)[0]
         parser.exit(2, f"{parser.prog}: error: unknown option {flag}{closest_hint(name)}\n")
     accepted = {**KEYS, **ALIASES, **LEGACY_KEYS}
-    cli = {name: _parse_cli_value(name, value) for name, value in vars(known).items() if name in accepted}
+    values = {name: value for name, value in vars(known).items() if name in accepted}
     extras = argparse.Namespace(**{k: v for k, v in vars(known).items() if k not in accepted})
+    many = {}
+    for name in ENTRIES[entry].multiple:
+        if name in values:
+            many[name] = [_parse_cli_value(name, v) for v in values[name]]
+            values[name] = values[name][0]
+    cli = {name: _parse_cli_value(name, value) for name, value in values.items()}
     try:
         cfg = defaults()
         if known.config:
             merge(cfg, read_yaml(known.config), known.config)
         cfg = validate(merge(cfg, cli, "command line"))
+        for name in ENTRIES[entry].multiple:
+            listed = many.get(name, [cfg[name]] if cfg[name] else [])
+            setattr(extras, f"{name}s", [coerce(name, v, "command line") for v in listed])
     except ConfigError as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
     return cfg, extras

@@ -19,13 +19,14 @@ LAYERS = [
     ("models",),
     ("data",),
     ("run_dir",),
-    ("training", "quant", "evaluation"),
+    ("training", "quant", "evaluation", "plot"),
     ("schema",),
     ("config",),
     ("runtime",),
     ("build",),
     ("deploy",),
     ("tasks",),
+    ("cli_help",),  # what each entry point's --help lists; cli.py parses with it
     ("cli",),
 ]
 LAYER_OF = {box: i for i, boxes in enumerate(LAYERS) for box in boxes}

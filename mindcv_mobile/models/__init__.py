@@ -21,4 +21,19 @@ __all__ = [
     "LoadReport",
     "MobileNetFeatures",
     "DEFAULT_OUT_INDICES",
+    "summarize",
+    "Summary",
+    "SummaryRow",
 ]
+
+_SUMMARY_NAMES = ("summarize", "Summary", "SummaryRow")
+
+
+def __getattr__(name: str):
+    # Imported on first use: ``python -m mindcv_mobile.models.summary`` must find the module not yet
+    # loaded by its package, or runpy warns.
+    if name in _SUMMARY_NAMES:
+        from . import summary
+
+        return getattr(summary, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
