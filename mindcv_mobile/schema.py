@@ -55,7 +55,18 @@ SCHEMA = {
         ),
         "val_while_train": _k(False, "bool", "evaluate on val_split every val_interval epochs"),
         "val_interval": _k(1, "int", "epochs between validations"),
-        "log_interval": _k(100, "int", "steps between log lines inside an epoch (non-sink mode)"),
+        "log_interval": _k(
+            100,
+            "int",
+            "steps between progress lines and TensorBoard step scalars inside an epoch (in sink mode on "
+            "Ascend/GPU: about the size of each device sink)",
+        ),
+        "tensorboard": _k(
+            True,
+            "bool",
+            "write TensorBoard event files (per log_interval steps and per epoch) to <run dir>/tensorboard "
+            "(needs the viz extra: pip install mindcv_mobile[viz])",
+        ),
         "seed": _k(42, "int", "seed for MindSpore, numpy, random and the data pipeline"),
         "pretrained": _k(
             False, "bool", "start from the model's released weights (downloaded into the cache once, sha256 checked)"

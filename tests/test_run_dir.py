@@ -86,7 +86,11 @@ def first_run(digits_root, tmp_path_factory):
 @pytest.mark.slow
 def test_a_rerun_into_a_used_run_directory_goes_to_a_new_one(first_run, digits_root, caplog):
     run_dir, first = first_run
-    before = {name: _sha(run_dir / name) for name in os.listdir(run_dir) if name != "train.log"}
+    before = {
+        name: _sha(run_dir / name)
+        for name in os.listdir(run_dir)
+        if name != "train.log" and os.path.isfile(run_dir / name)
+    }
     second = train(cfg(digits_root, run_dir))
     assert second.run_dir == str(run_dir) + "-1"
     assert {name: _sha(run_dir / name) for name in before} == before

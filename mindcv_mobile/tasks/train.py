@@ -12,7 +12,6 @@ import os
 from typing import Callable, Optional
 
 import mindspore as ms
-import numpy as np
 
 from ..build import (
     build_eval_loader,
@@ -30,12 +29,18 @@ from ..build import (
 from ..config import Config
 from ..data import class_names
 from ..evaluation import eval_metrics, named_metrics
-from ..models import load_checkpoint
-from ..run_dir import CONFIG, LOG, RunDir, recipe_record, resume_changes
+from ..models.summary import summarize
+from ..plot import plot_runs
+from ..run_dir import CONFIG, LOG, RunDir, recipe_record
 from ..runtime import Runtime, init_runtime, resolve_sink_mode, setup_logging
 from ..training.callbacks import MonitorPlan, SyncBatchNormStatistics, TrainMonitor
+from ..training.progress import log_sink_note, sink_plan
+from ..training.tensorboard import TENSORBOARD_DIR, open_scalar_writer
+from .resume import Resumed, resume
 
 _logger = logging.getLogger(__name__)
+
+CURVES = "curves.png"  # in the run directory, drawn from metrics.jsonl at the end of training
 
 
 @dataclasses.dataclass
@@ -46,77 +51,6 @@ class RunResult:
     best_top1: Optional[float]
     best_checkpoint: Optional[str]
     last_checkpoint: Optional[str]
-
-
-@dataclasses.dataclass
-class _Resumed:
-    epoch: int = 0
-    best_top1: Optional[float] = None
-    history: list = dataclasses.field(default_factory=list)
-    kept: list = dataclasses.field(default_factory=list)
-
-
-def _resume_from(cfg: Config, run: RunDir) -> Optional[str]:
-    """The checkpoint this run continues from (``resume``, or ``ckpt_path`` with ``resume_opt``)."""
-    if cfg.resume:
-        return run.resume_path() if cfg.resume == "auto" else cfg.resume
-    return cfg.ckpt_path if cfg.ckpt_path and cfg.resume_opt else None
-
-
-def _check_resumable(path: str, state: dict, train_step, changes: list) -> None:
-    """The toolkit's one-line refusals, before MindSpore's loader sees a checkpoint that cannot fit."""
-    if changes:
-        raise ValueError(
-            f"cannot resume from {path}: {', '.join(changes)} (these fix the LR position, the data order or the "
-            f"parameters); set them back, or start a new run without --resume"
-        )
-    params = {p.name: p for p in train_step.get_parameters()}
-    for name, value in state.items():
-        if name in params and tuple(params[name].shape) != tuple(value.shape):
-            raise ValueError(
-                f"cannot resume from {path}: {name} has shape {tuple(value.shape)} there and "
-                f"{tuple(params[name].shape)} in this run; is it a checkpoint of another model or num_classes?"
-            )
-
-
-def _resume(cfg: Config, run: RunDir, train_step, optimizer, recipe: str) -> _Resumed:
-    """Restore weights, optimizer state, LR position (optimizer global_step) and epoch."""
-    path = _resume_from(cfg, run)
-    if path is None:
-        return _Resumed()
-    state = load_checkpoint(path)
-    changes = resume_changes(path, state, recipe)
-    # The LR schedule is recomputed from the recipe (epoch_size may have grown); its position
-    # is the optimizer's global_step, which is restored.
-    state = {k: v for k, v in state.items() if k not in ("learning_rate", "train_state.recipe")}
-    _check_resumable(path, state, train_step, changes)
-    missing, _ = ms.load_param_into_net(train_step, state, strict_load=False)
-    missing = [m for m in missing if m != "learning_rate" and (not m.startswith("ema.") or cfg.ema)]
-    if missing:
-        raise ValueError(
-            f"cannot resume from {path}: it lacks {len(missing)} parameters of this run "
-            f"({missing[:3]}...); is it a checkpoint of another model or recipe?"
-        )
-    out = _Resumed(epoch=int(state["epoch_num"].asnumpy()) if "epoch_num" in state else 0)
-    if "train_state.best_top1" in state and float(state["train_state.best_top1"].asnumpy()) >= 0:
-        out.best_top1 = float(state["train_state.best_top1"].asnumpy())
-    if out.epoch >= cfg.epoch_size:
-        raise ValueError(
-            f"{path} is from epoch {out.epoch}; epoch_size {cfg.epoch_size} leaves nothing to "
-            f"train (raise --epoch_size)"
-        )
-    if os.path.abspath(os.path.dirname(path)) == run.path:
-        # Same run directory: its metrics rows up to the checkpoint's epoch continue (rows a
-        # killed run wrote after its last checkpoint are dropped), as does checkpoint rotation.
-        out.history = [r for r in run.read_metrics() if r["epoch"] <= out.epoch]
-        out.kept = run.kept_checkpoints()
-    _logger.info(
-        "resumed from %s: epoch %d, global step %d",
-        path,
-        out.epoch,
-        int(optimizer.global_step.asnumpy().reshape(-1)[0]),
-    )
-    return out
 
 
 def _open_run(cfg: Config, rt: Runtime) -> tuple:
@@ -158,7 +92,7 @@ def _check_classes(cfg: Config, classes: list) -> None:
         )
 
 
-def _notes(cfg: Config, rt: Runtime, precision, sink: bool) -> None:
+def _notes(cfg: Config, rt: Runtime, precision, sink: bool, sinks_per_epoch: int = 1, sink_size: int = 0) -> None:
     """What the recipe asks for that this run does differently, said once at the start."""
     if cfg.ckpt_save_policy == "top_k" and not cfg.val_while_train:
         _logger.warning(
@@ -181,10 +115,15 @@ def _notes(cfg: Config, rt: Runtime, precision, sink: bool) -> None:
             cfg.gradient_accumulation_steps * cfg.batch_size * rt.group_size,
         )
     if sink:
-        _logger.info(
-            "dataset sink mode: MindSpore returns one loss per sink, so each epoch's loss (log, "
-            "metrics.jsonl) is its last step's, not the epoch mean (--dataset_sink_mode False for the mean)"
-        )
+        log_sink_note(rt.device, sinks_per_epoch, sink_size, cfg.log_interval)
+
+
+def _write_curves(run: RunDir) -> None:
+    """``curves.png`` from metrics.jsonl; without matplotlib, the plot module's line on how to get it."""
+    try:
+        _logger.info("training curves: %s", plot_runs([run.path], run.file(CURVES)))
+    except ImportError as err:
+        _logger.info("%s", err)
 
 
 def train(cfg: Config, rt: Optional[Runtime] = None) -> RunResult:
@@ -227,7 +166,7 @@ class _Prepared:
     lr_schedule: list
     train_step: object
     recipe: str
-    resumed: _Resumed
+    resumed: Resumed
 
 
 def _prepare(cfg: Config, rt: Runtime, run: RunDir) -> _Prepared:
@@ -261,7 +200,7 @@ def _prepare(cfg: Config, rt: Runtime, run: RunDir) -> _Prepared:
     optimizer = build_optimizer(cfg, net, lr_schedule)
     train_step = build_train_step(cfg, net, optimizer, precision)
     recipe = recipe_record(cfg, rt.group_size)
-    resumed = _resume(cfg, run, train_step, optimizer, recipe)
+    resumed = resume(cfg, run, train_step, optimizer, recipe)
     if rt.is_main:
         run.write_config(cfg)
         run.write_classes(classes)
@@ -292,18 +231,13 @@ def _fit(cfg: Config, rt: Runtime, run: RunDir, parts: _Prepared) -> RunResult:
                 ema.swap_out()
 
     sink = resolve_sink_mode(cfg)
-    _notes(cfg, rt, parts.precision, sink)
+    sink_size, sinks = sink_plan(sink, rt.device, parts.steps_per_epoch, cfg.log_interval)
+    _notes(cfg, rt, parts.precision, sink, sinks, sink_size)
     global_batch = cfg.batch_size * rt.group_size
-    plan = MonitorPlan(
-        cfg.epoch_size,
-        val_interval=cfg.val_interval,
-        ckpt_interval=cfg.ckpt_save_interval,
-        keep_checkpoint_max=cfg.keep_checkpoint_max,
-        log_interval=cfg.log_interval,
-        sink_mode=sink,
-        save_policy=cfg.ckpt_save_policy if cfg.val_while_train else "latest_k",
-        recipe=parts.recipe,
-    )
+    plan = MonitorPlan.from_recipe(cfg, sinks, parts.recipe)
+    done_steps = resumed.epoch * parts.steps_per_epoch
+    events = run.file(TENSORBOARD_DIR)
+    tensorboard = open_scalar_writer(events, done_steps + 1) if rt.is_main and cfg.tensorboard else None
     monitor = TrainMonitor(
         run if rt.is_main else None,
         cfg.model,
@@ -315,19 +249,24 @@ def _fit(cfg: Config, rt: Runtime, run: RunDir, parts: _Prepared) -> RunResult:
         history=resumed.history,
         kept=resumed.kept,
         best_top1=resumed.best_top1,
+        tensorboard=tensorboard,
     )
     if resumed.best_top1 is not None and os.path.isfile(run.best_checkpoint(cfg.model)):
         monitor.best_path = run.best_checkpoint(cfg.model)  # a resumed run with no new best keeps it
-    params = sum(int(np.prod(p.shape)) for p in net.get_parameters())
+    model_line = summarize(
+        cfg.model, image_size=cfg.image_resize, num_classes=cfg.num_classes, in_channels=cfg.in_channels
+    ).line()
     _logger.info(
-        "model %s: %.2fM params (BN statistics included), %d classes; data %s/%s: %d steps/epoch of "
-        "batch %d x %d device(s) = global batch %d; lr %g (%s, warmup %g epochs), %s %s; %s; sink mode %s",
-        cfg.model,
-        params / 1e6,
+        "model %s, %d classes; data %s/%s: %d steps/epoch, %d steps "
+        "in all%s, of batch %d x %d device(s) = global batch %d; lr %g (%s, warmup %g epochs), %s %s; %s; "
+        "sink mode %s%s",
+        model_line,
         cfg.num_classes,
         cfg.data_dir,
         cfg.train_split,
         parts.steps_per_epoch,
+        cfg.epoch_size * parts.steps_per_epoch,
+        f" ({done_steps} done)" if done_steps else "",
         cfg.batch_size,
         rt.group_size,
         global_batch,
@@ -338,6 +277,7 @@ def _fit(cfg: Config, rt: Runtime, run: RunDir, parts: _Prepared) -> RunResult:
         f"wd {cfg.weight_decay:g} ({cfg.weight_decay_filter})",
         parts.precision.describe(),
         sink,
+        f" ({sinks} sinks of {sink_size} steps per epoch)" if sinks > 1 else "",
     )
     callbacks = [monitor]
     if rt.distribute and rt.group_size > 1:
@@ -349,19 +289,20 @@ def _fit(cfg: Config, rt: Runtime, run: RunDir, parts: _Prepared) -> RunResult:
             cfg.lr,
             global_batch,
         )
-        callbacks.insert(0, SyncBatchNormStatistics(train_step, rt.group_size))
+        callbacks.insert(0, SyncBatchNormStatistics(train_step, rt.group_size, sinks))
     if rt.is_main:
         _logger.info("run directory: %s", run.path)
     try:
         if sink:
             # One pipeline for all epochs: a new dataset per epoch would rebuild the device's data
-            # channel. Data order still follows (seed, epoch); augmentation draws do not restart.
+            # channel. Data order follows (seed, epoch); augmentation draws do not restart; epochs count sinks.
             model.train(
-                cfg.epoch_size,
+                cfg.epoch_size * sinks,
                 parts.train_loader(resumed.epoch),
                 callbacks=callbacks,
                 dataset_sink_mode=True,
-                initial_epoch=resumed.epoch,
+                sink_size=sink_size,
+                initial_epoch=resumed.epoch * sinks,
             )
         else:
             for epoch in range(resumed.epoch, cfg.epoch_size):
@@ -374,6 +315,10 @@ def _fit(cfg: Config, rt: Runtime, run: RunDir, parts: _Prepared) -> RunResult:
             # Named here because msrun reports only the pid of the first worker it sees exit.
             _logger.error("rank %d of %d failed: %s: %s", rt.rank, rt.group_size, type(err).__name__, err)
         raise
+    finally:
+        monitor.close()
+    if rt.is_main:
+        _write_curves(run)
     _logger.info("%s", monitor.summary())
     return RunResult(
         run_dir=run.path,

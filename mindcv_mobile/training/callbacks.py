@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import sys
 import time
 from typing import Callable, Optional
 
@@ -17,6 +16,7 @@ import numpy as np
 from mindspore.train import Callback
 
 from ..run_dir import RunDir
+from .progress import Progress, format_eta
 
 _logger = logging.getLogger(__name__)
 
@@ -36,12 +36,13 @@ class SyncBatchNormStatistics(Callback):
     Args:
         cell: the Cell whose parameters are averaged (the train step: network, EMA, optimizer).
         group_size: number of ranks.
+        sinks_per_epoch: MindSpore epochs per real epoch (device sinks, see :class:`MonitorPlan`).
     """
 
-    def __init__(self, cell, group_size: int) -> None:
+    def __init__(self, cell, group_size: int, sinks_per_epoch: int = 1) -> None:
         super().__init__()
         self.params = [p for p in cell.get_parameters() if p.name.endswith(BN_STATISTICS)]
-        self.group_size = group_size
+        self.group_size, self.sinks_per_epoch = group_size, sinks_per_epoch
 
     def synchronize(self) -> None:
         """One all-reduce of all statistics, flattened: the same call on every rank."""
@@ -62,7 +63,8 @@ class SyncBatchNormStatistics(Callback):
             offset += array.size
 
     def on_train_epoch_end(self, run_context):
-        self.synchronize()
+        if run_context.original_args().cur_epoch_num % self.sinks_per_epoch == 0:
+            self.synchronize()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,15 +76,36 @@ class MonitorPlan:
     ckpt_interval: int = 1
     keep_checkpoint_max: int = 10
     log_interval: int = 100
-    sink_mode: bool = False
+    # Dataset sink mode on Ascend/GPU with sink_size = steps per epoch / sinks_per_epoch: MindSpore
+    # counts every sink as an epoch (its ``epoch`` argument is epochs x sinks_per_epoch) and calls
+    # the step callback once per sink; the monitor maps them back to real epochs and steps.
+    sinks_per_epoch: int = 1
     save_policy: str = "latest_k"  # or top_k: keep the best by val top-1 (run_dir.SAVE_POLICIES)
     # What identifies the run (recipe keys that fix the LR position, the data order and the
     # parameters), saved in every checkpoint for the resume check.
     recipe: str = ""
 
+    @classmethod
+    def from_recipe(cls, cfg, sinks_per_epoch: int = 1, recipe: str = "") -> "MonitorPlan":
+        """The plan a recipe's keys ask for; top_k ranks by val top-1, so without validation it is latest_k."""
+        return cls(
+            cfg.epoch_size,
+            val_interval=cfg.val_interval,
+            ckpt_interval=cfg.ckpt_save_interval,
+            keep_checkpoint_max=cfg.keep_checkpoint_max,
+            log_interval=cfg.log_interval,
+            sinks_per_epoch=sinks_per_epoch,
+            save_policy=cfg.ckpt_save_policy if cfg.val_while_train else "latest_k",
+            recipe=recipe,
+        )
+
 
 class TrainMonitor(Callback):
-    """Per-epoch log line, validation, metrics row and checkpoint; a progress bar on a terminal.
+    """Progress inside the epochs, and per epoch: log line, validation, metrics row, checkpoint.
+
+    Inside an epoch: a tqdm bar on a terminal, else a line every ``log_interval`` steps, both with
+    ETAs (:class:`~mindcv_mobile.training.progress.Progress`); with a TensorBoard writer, the loss,
+    LR and loss scale every ``log_interval`` steps and the epoch's row at its end.
 
     Args:
         run_dir: where rank 0 writes (a :class:`~mindcv_mobile.run_dir.RunDir`); ``None`` on other ranks.
@@ -94,6 +117,8 @@ class TrainMonitor(Callback):
         save_params: ``() -> Cell`` of what to save (network, optimizer state, EMA).
         history, kept, best_top1: what the run this one resumes had written, so metrics.jsonl and
             checkpoint rotation continue across restarts.
+        tensorboard: a :class:`~mindcv_mobile.training.tensorboard.ScalarWriter` (rank 0), or None.
+        progress: the bar/log lines (default: a terminal decides; tests pass their own clock).
     """
 
     def __init__(
@@ -108,6 +133,8 @@ class TrainMonitor(Callback):
         history: Optional[list] = None,
         kept: Optional[list] = None,
         best_top1: Optional[float] = None,
+        tensorboard=None,
+        progress: Optional[Progress] = None,
     ) -> None:
         super().__init__()
         self.run_dir, self.model_name, self.lr_schedule = run_dir, model_name, lr_schedule
@@ -121,7 +148,8 @@ class TrainMonitor(Callback):
         self.skipped_steps = 0
         # Epochs done before the current Model.train call, when the trainer calls it once per epoch.
         self.epoch_offset = 0
-        self._bar = None
+        self.tensorboard = tensorboard
+        self.progress = progress or Progress(plan.num_epochs, plan.log_interval, global_batch)
         self._train_start = time.time()
         self._epoch_start = 0.0
         self._losses: list = []
@@ -130,11 +158,19 @@ class TrainMonitor(Callback):
     def _lr_at(self, step: int) -> float:
         return float(self.lr_schedule[min(max(step, 0), len(self.lr_schedule) - 1)])
 
-    def _epoch(self, cb) -> int:
+    def _ms_epoch(self, cb) -> int:
+        """MindSpore's epoch number: a real epoch, or one device sink of it."""
         return self.epoch_offset + cb.cur_epoch_num
 
+    def _epoch(self, cb) -> int:
+        return (self._ms_epoch(cb) - 1) // self.plan.sinks_per_epoch + 1
+
+    def _steps_per_epoch(self, cb) -> int:
+        return cb.batch_num * self.plan.sinks_per_epoch
+
     def _global_step(self, cb) -> int:
-        return (self._epoch(cb) - 1) * cb.batch_num + (cb.cur_step_num - 1) % cb.batch_num + 1
+        """Batches done in the run, after the step (or sink) that just ended."""
+        return (self._ms_epoch(cb) - 1) * cb.batch_num + (cb.cur_step_num - 1) % cb.batch_num + 1
 
     @staticmethod
     def _outputs(outputs) -> tuple:
@@ -153,69 +189,55 @@ class TrainMonitor(Callback):
     # ---------------------------------------------------------------- callbacks
 
     def on_train_epoch_begin(self, run_context):
+        cb = run_context.original_args()
+        if (self._ms_epoch(cb) - 1) % self.plan.sinks_per_epoch:
+            return  # a later sink of the same epoch
         self._epoch_start = time.time()
         self._losses = []
-        cb = run_context.original_args()
-        if not self.plan.sink_mode and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self._bar = tqdm(
-                total=cb.batch_num,
-                desc=f"epoch {self._epoch(cb)}/{self.plan.num_epochs}",
-                leave=False,
-                dynamic_ncols=True,
-            )
+        self.progress.start_epoch(self._epoch(cb), self._steps_per_epoch(cb))
 
     def on_train_step_end(self, run_context):
         cb = run_context.original_args()
         loss, overflow, scale = self._outputs(cb.net_outputs)
+        step = self._global_step(cb)
+        lr = self._lr_at(step - 1)
         if overflow:
             # Dynamic loss scaling (Ascend/GPU): the update was skipped and the scale lowered.
             self.skipped_steps += 1
             _logger.warning(
                 "step %d: gradient overflow, update skipped; loss scale now %g (%d skipped so far)",
-                self._global_step(cb),
+                step,
                 scale or float("nan"),
                 self.skipped_steps,
             )
-            return
-        self._losses.append(loss)
-        if not math.isfinite(loss):
-            raise FloatingPointError(
-                f"loss is {loss} at epoch {self._epoch(cb)} step {self._global_step(cb)}; stopping. Last good "
-                f"checkpoint: {self.last_checkpoint() or 'none saved yet'}. Lower lr or check the data"
-            )
-        if self.plan.sink_mode:
-            return
-        step_in_epoch = (cb.cur_step_num - 1) % cb.batch_num + 1
-        if self._bar is not None:
-            self._bar.update(1)
-            self._bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self._lr_at(self._global_step(cb) - 1):.5f}")
-        elif step_in_epoch % self.plan.log_interval == 0 and step_in_epoch != cb.batch_num:
-            _logger.info(
-                "epoch [%d/%d] step [%d/%d] loss %.4f lr %.6f",
-                self._epoch(cb),
-                self.plan.num_epochs,
-                step_in_epoch,
-                cb.batch_num,
-                loss,
-                self._lr_at(self._global_step(cb) - 1),
-            )
+        else:
+            self._losses.append(loss)
+            if not math.isfinite(loss):
+                self.progress.close()
+                raise FloatingPointError(
+                    f"loss is {loss} at epoch {self._epoch(cb)} step {step}; stopping. Last good "
+                    f"checkpoint: {self.last_checkpoint() or 'none saved yet'}. Lower lr or check the data"
+                )
+        in_epoch = step - (self._epoch(cb) - 1) * self._steps_per_epoch(cb)
+        interval_loss = self.progress.advance(in_epoch, None if overflow else loss, lr)
+        if interval_loss is not None and self.tensorboard is not None:
+            self.tensorboard.scalars({"train/loss": interval_loss, "train/lr": lr, "train/loss_scale": scale}, step)
 
     def on_train_epoch_end(self, run_context):
         cb = run_context.original_args()
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-        epoch, steps = self._epoch(cb), cb.batch_num
-        seconds = time.time() - self._epoch_start
+        if self._ms_epoch(cb) % self.plan.sinks_per_epoch:
+            return  # the epoch goes on in the next sink
+        self.progress.end_epoch()
+        epoch, steps = self._epoch(cb), self._steps_per_epoch(cb)
+        seconds = max(time.time() - self._epoch_start, 1e-6)
         loss = float(np.mean(self._losses)) if self._losses else float("nan")
         step = self._global_step(cb)
         row = {
             "epoch": epoch,
             "global_step": step,
             "loss": round(loss, 6),
-            # Step losses in that mean: every step, or 1 in sink mode (MindSpore returns one per sink).
+            # Step losses in that mean: every step, or one per device sink (MindSpore returns the
+            # last step's loss of each sink).
             "loss_steps": len(self._losses),
             "lr": self._lr_at(step - 1),
             "epoch_time_s": round(seconds, 3),
@@ -229,6 +251,7 @@ class TrainMonitor(Callback):
             row["val_time_s"] = round(time.time() - t0, 3)
         self.last_metrics = row
         self.history.append(row)
+        self._epoch_scalars(row)
         top1 = row.get("Top_1_Accuracy")
         val = ""
         if "Top_1_Accuracy" in row:
@@ -238,8 +261,9 @@ class TrainMonitor(Callback):
                 + (f" top-5 {100 * top5:.2f}%" if top5 is not None else "")
                 + f" loss {row.get('val_loss', float('nan')):.4f}"
             )
+        eta = f", run ETA {format_eta(self.progress.run_eta())}" if epoch < self.plan.num_epochs else ""
         _logger.info(
-            "epoch [%d/%d] steps %d loss %.4f lr %.6f epoch-time %.1fs %.1f ms/step %.1f img/s%s",
+            "epoch [%d/%d] steps %d loss %.4f lr %.6f epoch-time %.1fs %.1f ms/step %.1f img/s%s%s",
             epoch,
             self.plan.num_epochs,
             steps,
@@ -249,6 +273,7 @@ class TrainMonitor(Callback):
             row["ms_per_step"],
             row["img_per_s"],
             val,
+            eta,
         )
         if self.run_dir is None:
             return
@@ -263,6 +288,32 @@ class TrainMonitor(Callback):
                 periodic=epoch % self.plan.ckpt_interval == 0 or epoch == self.plan.num_epochs,
                 is_best=is_best,
             )
+
+    def on_train_end(self, run_context):
+        self.progress.close()
+
+    def close(self) -> None:
+        """Close the progress bar and the event file (the trainer calls it once, also after a failure)."""
+        self.progress.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            _logger.info("TensorBoard: tensorboard --logdir %s", self.tensorboard.logdir)
+            self.tensorboard = None
+
+    def _epoch_scalars(self, row: dict) -> None:
+        """The epoch's row as TensorBoard scalars at its last global step, then a flush."""
+        if self.tensorboard is None:
+            return
+        names = {
+            "train/epoch_loss": "loss",
+            "val/top1": "Top_1_Accuracy",
+            "val/top5": "Top_5_Accuracy",
+            "val/loss": "val_loss",
+            "perf/img_per_s": "img_per_s",
+            "perf/epoch_time_s": "epoch_time_s",
+        }
+        self.tensorboard.scalars({tag: row.get(key) for tag, key in names.items()}, row["global_step"])
+        self.tensorboard.flush()
 
     def summary(self) -> str:
         """The run's closing line (logged by the trainer once, after its last Model.train call)."""

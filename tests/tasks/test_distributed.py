@@ -184,7 +184,10 @@ def test_only_rank0_writes_the_run_directory(job):
         "mobilenet_v1_025-1_22.ckpt",
         "mobilenet_v1_025-2_44.ckpt",
         "mobilenet_v1_025-best.ckpt",
+        "curves.png",
+        "tensorboard",
     } == files
+    assert len(os.listdir(os.path.join(job.run_dir, "tensorboard"))) == 1  # rank 0's event file only
     with open(os.path.join(job.run_dir, "metrics.jsonl"), encoding="utf-8") as f:
         rows = [json.loads(line) for line in f]
     assert [r["epoch"] for r in rows] == [1, 2]  # one writer: a second rank would double the rows
