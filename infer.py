@@ -7,8 +7,9 @@
 
 Class names come from --classes, else the exported file's .json metadata, else classes.json in the
 checkpoint's run directory, else label indices. Without -c, a checkpoint's run directory config.yaml
-(an exported file's .json metadata) gives model, num_classes and preprocessing. Unreadable images are
-skipped with a warning.
+(an exported file's .json metadata) gives model, num_classes and preprocessing. Images are read in
+batches and each prediction is printed (and written) as it comes, so memory does not grow with the
+number of images. Unreadable images are skipped with a warning.
 """
 
 import sys
@@ -16,7 +17,7 @@ import sys
 import mindcv_mobile  # noqa: F401  (first: sets CPU speed defaults before MindSpore loads)
 from mindcv_mobile.cli import parse_args, run_main
 from mindcv_mobile.config import config_from_run_dir
-from mindcv_mobile.tasks.infer import infer, reads_run_config
+from mindcv_mobile.tasks.infer import infer, prediction_line, reads_run_config
 
 
 def _arguments(group) -> None:
@@ -35,10 +36,14 @@ def main(argv=None) -> int:
     )
     if not extras.config and reads_run_config(cfg):
         cfg = config_from_run_dir(cfg, cfg.ckpt_path)
-    result = infer(cfg, extras.images, classes=extras.classes or None, topk=extras.topk, output=extras.output or None)
-    for p in result.predictions:
-        top = ", ".join(f"{t['class']} {t['probability']:.4f}" for t in p["top"])
-        print(f"{p['path']}: {top}")
+    result = infer(
+        cfg,
+        extras.images,
+        classes=extras.classes or None,
+        topk=extras.topk,
+        output=extras.output or None,
+        on_prediction=lambda p: print(prediction_line(p)),
+    )
     if result.skipped:
         print(
             f"skipped {len(result.skipped)} unreadable image(s): {', '.join(path for path, _ in result.skipped)}",

@@ -3,11 +3,22 @@ verification, ONNX / MINDIR runtimes, and image classification for ``infer.py``.
 
 ``export_model`` writes MINDIR / ONNX / AIR files (a QAT checkpoint: deploy-graph MINDIR, int8 and
 fp32 ONNX) with ``<file>.json`` metadata and checks each against its reference; ``classify`` runs
-a checkpoint, an ``.onnx`` or a ``.mindir`` file on image files. The workflows behind the entry
+a checkpoint, an ``.onnx`` or a ``.mindir`` file on image files (``ClassificationStream`` batch by
+batch, ``PredictionsWriter`` writing the predictions file as they come). The workflows behind the entry
 scripts are ``tasks.export`` and ``tasks.infer``.
 """
 
-from .classify import Classification, classify, find_images, predictions_format, preprocess, write_predictions
+from .classify import (
+    Classification,
+    ClassificationStream,
+    PredictionsWriter,
+    classify,
+    find_images,
+    image_batches,
+    predictions_format,
+    preprocess,
+    write_predictions,
+)
 from .export import ExportResult, export_model
 from .metadata import BATCH_DIM, ExportedFile, read_class_names, read_metadata, write_metadata
 from .onnx_int8 import (
@@ -39,11 +50,13 @@ __all__ = [
     "NOISE_FACTOR",
     "ONNX_OPSET",
     "Classification",
+    "ClassificationStream",
     "ExportResult",
     "ExportedFile",
     "Int8Export",
     "MindirPredictor",
     "OnnxPredictor",
+    "PredictionsWriter",
     "classify",
     "export_deploy_mindir",
     "export_deploy_onnx",
@@ -52,6 +65,7 @@ __all__ = [
     "export_tolerance",
     "find_images",
     "float32_noise",
+    "image_batches",
     "is_exported",
     "load_predictor",
     "onnx_range_overrides",

@@ -5,16 +5,25 @@ Images are decoded by ``data.read_image``, which routes each file through the sa
 probe as the training data: a corrupt file is refused before MindSpore's decoder sees it (its
 ``Decode`` kills the process on a JPEG with a broken Huffman table). An unreadable image is
 skipped with a warning naming it; the others are still classified.
+
+``ClassificationStream`` works batch by batch: a background thread decodes and transforms the
+next batch while the model runs the current one, so at most two batches of images are held,
+however many files there are. Batches are exactly the chunks the model runs (``batch_size`` for a
+checkpoint, the file's batch for an exported one), the readable images in file order, so the
+numbers do not depend on how the files were split. ``PredictionsWriter`` writes the predictions
+file as they come.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import json
 import logging
 import os
-from typing import Optional, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator, Optional, Sequence
 
 import mindspore as ms
 import numpy as np
@@ -60,34 +69,62 @@ def find_images(inputs: Sequence[str]) -> list:
     return found
 
 
-def _preprocessed(cfg: Config, paths: Sequence[str], skip_unreadable: bool) -> tuple:
-    """(NCHW float32 images, paths kept, [(path, reason)] skipped) with the eval transforms of ``cfg``."""
+def _eval_ops(cfg: Config) -> list:
     ops = build_transforms(cfg, False)
     if DATASET_INPUTS[cfg.dataset] == "encoded":
         ops = ops[1:]  # the pipeline's Decode: files are decoded by read_image
-    images, kept, skipped = [], [], []
-    for path in paths:
-        try:
-            image = read_image(path)
-        except ValueError as err:
-            if not skip_unreadable:
-                raise
-            _logger.warning("%s; skipped", err)
-            skipped.append((path, str(err)))
-            continue
-        for op in ops:
-            image = op(image)
-        images.append(image)
-        kept.append(path)
-    if not images:
-        raise ValueError(f"none of the {len(paths)} images could be read: {skipped[0][1]}")
-    return np.stack(images).astype(np.float32), kept, skipped
+    return ops
+
+
+def _transformed(ops: list, path: str) -> np.ndarray:
+    image = read_image(path)
+    for op in ops:
+        image = op(image)
+    return image
 
 
 def preprocess(cfg: Config, paths: Sequence[str]) -> np.ndarray:
     """The eval transforms of ``cfg`` (resize, centre crop, normalise) on image files -> NCHW
     float32; an unreadable file is a ValueError naming it."""
-    return _preprocessed(cfg, paths, skip_unreadable=False)[0]
+    ops = _eval_ops(cfg)
+    return np.stack([_transformed(ops, path) for path in paths]).astype(np.float32)
+
+
+def image_batches(cfg: Config, paths: Sequence[str], batch: int, skipped: list) -> Iterator[tuple]:
+    """``(NCHW float32 images, their paths, files read so far)`` for batches of ``batch`` readable
+    images of ``paths`` in order, with the eval transforms of ``cfg``; each unreadable file is
+    logged and appended to ``skipped`` as ``(path, reason)``. The next batch is prepared in a
+    background thread while the caller works on the current one."""
+    ops = _eval_ops(cfg)
+    read = 0
+
+    def readable():
+        nonlocal read
+        for path in paths:
+            read += 1
+            try:
+                image = _transformed(ops, path)
+            except ValueError as err:
+                _logger.warning("%s; skipped", err)
+                skipped.append((path, str(err)))
+                continue
+            yield path, image
+
+    source = readable()
+
+    def take() -> tuple:
+        chunk = list(itertools.islice(source, batch))
+        return chunk, read
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer-images") as pool:
+        pending = pool.submit(take)
+        while True:
+            chunk, done = pending.result()
+            if not chunk:
+                return
+            pending = pool.submit(take)
+            images = np.stack([image for _, image in chunk]).astype(np.float32, copy=False)
+            yield images, [path for path, _ in chunk], done
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -128,7 +165,76 @@ def _checkpoint_model(cfg: Config) -> tuple:
     def predictor(images: np.ndarray) -> np.ndarray:
         return in_batches(lambda chunk: net(ms.Tensor(chunk)).asnumpy(), images, cfg.batch_size, pad=False)
 
+    predictor.run_batch = cfg.batch_size
     return predictor, cfg, classes_near(net.load_report.path)
+
+
+def _check_topk(topk) -> int:
+    if isinstance(topk, bool) or int(topk) != topk or topk < 1:
+        raise ValueError(f"topk must be a positive integer, got {topk!r}")
+    return int(topk)
+
+
+class ClassificationStream:
+    """The predictions of :func:`classify`, one list per batch as the model makes them.
+
+    Built with the arguments of :func:`classify`: the model is loaded and the files found at once
+    (``paths``), images are read while iterating. ``skipped`` grows as unreadable files are met,
+    ``done`` counts the files read so far (readable or not) and ``count`` the images classified.
+    Iterating raises ValueError at the end when no file was readable.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        inputs: Sequence[str],
+        model_file: Optional[str] = None,
+        classes: Optional[Sequence[str]] = None,
+        topk: int = 5,
+    ) -> None:
+        self.topk = _check_topk(topk)
+        self.paths = find_images(inputs)
+        cfg = standalone_config(cfg)
+        model_file = model_file or cfg.ckpt_path or None
+        if is_exported(model_file):
+            self.predictor, self.cfg, found_names = _exported_model(cfg, model_file)
+        else:
+            if model_file:
+                cfg.ckpt_path, cfg.pretrained = model_file, False
+            self.predictor, self.cfg, found_names = _checkpoint_model(cfg)
+        self.names = list(classes) if classes else found_names
+        self.skipped: list = []
+        self.done = self.count = 0
+
+    def __iter__(self) -> Iterator[list]:
+        for images, paths, done in image_batches(self.cfg, self.paths, self.predictor.run_batch, self.skipped):
+            predictions = self._predictions(paths, self.predictor(images))
+            self.done, self.count = done, self.count + len(predictions)
+            yield predictions
+        self.done = len(self.paths)
+        if not self.count:
+            raise ValueError(f"none of the {len(self.paths)} images could be read: {self.skipped[0][1]}")
+
+    def _predictions(self, paths: list, logits: np.ndarray) -> list:
+        num_classes = logits.shape[1]
+        if self.names is not None and len(self.names) != num_classes:
+            raise ValueError(
+                f"{len(self.names)} class names for a model with {num_classes} classes; "
+                f"pass --classes with one name per class"
+            )
+        names = self.names or [str(i) for i in range(num_classes)]
+        probs = _softmax(logits)
+        k = min(self.topk, num_classes)
+        predictions = []
+        for path, row, scores in zip(paths, probs, logits):
+            # Ranked by logits: probabilities of confident predictions underflow to equal zeros.
+            order = np.argsort(-scores, kind="stable")[:k]
+            top = [
+                {"rank": r + 1, "index": int(i), "class": names[i], "probability": float(row[i])}
+                for r, i in enumerate(order)
+            ]
+            predictions.append({"path": path, "top": top})
+        return predictions
 
 
 def classify(
@@ -143,44 +249,12 @@ def classify(
     ``model_file``: an ``.onnx`` or ``.mindir`` file, or a checkpoint / None for the weights of
     ``cfg`` (``ckpt_path`` or ``pretrained``). Class names: ``classes``, else the exported file's
     metadata, else ``classes.json`` beside the weights, else label indices. MindSpore must be set
-    up by the caller for checkpoints and MINDIR files (``tasks.infer`` does).
+    up by the caller for checkpoints and MINDIR files (``tasks.infer`` does). All predictions are
+    kept in memory: :class:`ClassificationStream` hands them over batch by batch.
     """
-    if isinstance(topk, bool) or int(topk) != topk or topk < 1:
-        raise ValueError(f"topk must be a positive integer, got {topk!r}")
-    paths = find_images(inputs)
-    cfg = standalone_config(cfg)
-    model_file = model_file or cfg.ckpt_path or None
-    if is_exported(model_file):
-        predictor, cfg, found_names = _exported_model(cfg, model_file)
-    else:
-        if model_file:
-            cfg.ckpt_path, cfg.pretrained = model_file, False
-        predictor, cfg, found_names = _checkpoint_model(cfg)
-    names = list(classes) if classes else found_names
-    images, kept, skipped = _preprocessed(cfg, paths, skip_unreadable=True)
-    logits = predictor(images)
-    num_classes = logits.shape[1]
-    if names is not None and len(names) != num_classes:
-        raise ValueError(
-            f"{len(names)} class names for a model with {num_classes} classes; pass --classes with one name per class"
-        )
-    names = names or [str(i) for i in range(num_classes)]
-    probs = _softmax(logits)
-    k = min(int(topk), num_classes)
-    predictions = []
-    for path, row, scores in zip(kept, probs, logits):
-        # Ranked by logits: probabilities of confident predictions underflow to equal zeros.
-        order = np.argsort(-scores, kind="stable")[:k]
-        predictions.append(
-            {
-                "path": path,
-                "top": [
-                    {"rank": r + 1, "index": int(i), "class": names[i], "probability": float(row[i])}
-                    for r, i in enumerate(order)
-                ],
-            }
-        )
-    return Classification(predictions=predictions, skipped=skipped)
+    stream = ClassificationStream(cfg, inputs, model_file=model_file, classes=classes, topk=topk)
+    predictions = [p for batch in stream for p in batch]
+    return Classification(predictions=predictions, skipped=stream.skipped)
 
 
 def predictions_format(path: str) -> str:
@@ -191,23 +265,65 @@ def predictions_format(path: str) -> str:
     return ext
 
 
+class PredictionsWriter:
+    """``with PredictionsWriter(path) as w: w.write(prediction)``: a predictions file (CSV, one row
+    per image, or a JSON list, by ``path``'s extension) written as predictions come. The file
+    appears, complete, when the block ends without an error; its bytes are those of
+    ``json.dump(predictions, f, indent=1)`` or of the CSV of :func:`write_predictions`."""
+
+    def __init__(self, path: str) -> None:
+        self.ext = predictions_format(path)
+        self.path = path
+        self.count = 0
+
+    def __enter__(self) -> "PredictionsWriter":
+        self._opened = atomic_open(self.path, what="predictions")
+        self._file = self._opened.__enter__()
+        self._csv = csv.writer(self._file) if self.ext == ".csv" else None
+        return self
+
+    def write(self, prediction: dict) -> None:
+        if self._csv is not None:
+            if not self.count:
+                self._header(len(prediction["top"]))
+            top = prediction["top"]
+            self._csv.writerow(
+                [prediction["path"]] + [v for t in top for v in (t["class"], t["index"], f"{t['probability']:.6f}")]
+            )
+        else:
+            text = json.dumps(prediction, indent=1).replace("\n", "\n ")
+            self._file.write(("[\n " if not self.count else ",\n ") + text)
+        self.count += 1
+
+    def _header(self, k: int) -> None:
+        fields = [f"top{r}_{field}" for r in range(1, k + 1) for field in ("class", "index", "probability")]
+        self._csv.writerow(["path"] + fields)
+
+    def __exit__(self, *exc) -> bool:
+        if exc[0] is None:
+            if self._csv is not None and not self.count:
+                self._header(0)
+            elif self._csv is None:
+                self._file.write("\n]" if self.count else "[]")
+        return self._opened.__exit__(*exc)
+
+
 def write_predictions(predictions: list, path: str) -> str:
     """Write ``classify`` predictions as CSV (one row per image) or JSON, by ``path``'s extension."""
-    ext = predictions_format(path)
-    with atomic_open(path, what="predictions") as f:
-        if ext == ".json":
-            json.dump(predictions, f, indent=1)
-        else:
-            k = max((len(p["top"]) for p in predictions), default=0)
-            writer = csv.writer(f)
-            writer.writerow(
-                ["path"] + [f"top{r}_{field}" for r in range(1, k + 1) for field in ("class", "index", "probability")]
-            )
-            for p in predictions:
-                writer.writerow(
-                    [p["path"]] + [v for t in p["top"] for v in (t["class"], t["index"], f"{t['probability']:.6f}")]
-                )
+    with PredictionsWriter(path) as writer:
+        for p in predictions:
+            writer.write(p)
     return path
 
 
-__all__ = ["Classification", "classify", "find_images", "predictions_format", "preprocess", "write_predictions"]
+__all__ = [
+    "Classification",
+    "ClassificationStream",
+    "PredictionsWriter",
+    "classify",
+    "find_images",
+    "image_batches",
+    "predictions_format",
+    "preprocess",
+    "write_predictions",
+]

@@ -3,7 +3,8 @@
 Every onnxruntime session of the project comes from :func:`onnx_session` (CPU provider, all
 graph optimisations: int8 Q/DQ pairs fuse into QLinearConv / QLinearAdd / QGemm kernels). A
 predictor is ``predictor(images NCHW float32) -> logits``; files with a fixed batch (MINDIR, or
-ONNX exported elsewhere) are fed in chunks of that batch, the last one zero-padded.
+ONNX exported elsewhere) are fed in chunks of that batch, the last one zero-padded. Its
+``run_batch`` is the chunk: a caller streaming images hands over batches of that size.
 """
 
 from __future__ import annotations
@@ -89,6 +90,11 @@ class OnnxPredictor:
     def image_size(self) -> Optional[int]:
         return self.input_shape[-1] if len(self.input_shape) == 4 else None
 
+    @property
+    def run_batch(self) -> int:
+        """Images per run: the file's fixed batch, else ``RUN_BATCH``."""
+        return (self.input_shape[0] if self.input_shape else None) or RUN_BATCH
+
     def __call__(self, images: np.ndarray) -> np.ndarray:
         batch = self.input_shape[0] if self.input_shape else None
         return in_batches(lambda chunk: self.session.run(None, {self.input_name: chunk})[0], images, batch)
@@ -112,6 +118,11 @@ class MindirPredictor:
     @property
     def image_size(self) -> Optional[int]:
         return self._image_size
+
+    @property
+    def run_batch(self) -> int:
+        """Images per run: the batch of the file's metadata, else ``RUN_BATCH``."""
+        return self.batch or RUN_BATCH
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return in_batches(lambda chunk: self.graph(ms.Tensor(chunk)).asnumpy(), images, self.batch)

@@ -8,6 +8,7 @@ through the dataset pipeline instead of infer's per-file decoding.
 """
 
 import csv
+import importlib
 import importlib.util
 import io
 import json
@@ -22,12 +23,20 @@ import pytest
 from mindspore import nn, ops
 from PIL import Image
 
+from mindcv_mobile.build import build_transforms, eval_config
 from mindcv_mobile.cli import run_main
-from mindcv_mobile.config import config_from_run_dir, defaults
-from mindcv_mobile.deploy import preprocess
+from mindcv_mobile.config import config_from_run_dir, defaults, load_config
+from mindcv_mobile.data import read_image
+from mindcv_mobile.deploy import PredictionsWriter, image_batches, onnx_session, preprocess, write_predictions
 from mindcv_mobile.models import create_model, save_checkpoint
 from mindcv_mobile.tasks import validate
 from mindcv_mobile.tasks.export import export
+from mindcv_mobile.tasks.infer import infer
+
+# Modules (their names in the packages are the functions).
+classify_module = importlib.import_module("mindcv_mobile.deploy.classify")
+infer_module = importlib.import_module("mindcv_mobile.tasks.infer")
+runtimes = importlib.import_module("mindcv_mobile.deploy.runtimes")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DIGITS_RECIPE = os.path.join(ROOT, "configs", "mobilenetv3", "mobilenet_v3_small_digits_cpu.yaml")
@@ -319,3 +328,210 @@ def test_a_corrupt_jpeg_is_skipped_and_the_other_images_predicted(digits_root, t
     assert all(len(p["top"]) == 5 for p in predictions)
     printed = [line for line in proc.stdout.splitlines() if line.startswith(str(folder))]
     assert len(printed) == 3 and not any(line.startswith(f"{bad}:") for line in printed)
+
+
+# ----------------------------------------------------------------------------- streaming inference
+# infer() reads, transforms and classifies the images batch by batch. The reference below is a
+# direct forward of the network over the eval-transformed images in chunks of the same batch,
+# with softmax and top-k computed here in numpy.
+
+
+def val_files(tiny):
+    val = os.path.join(tiny, "val")
+    return [os.path.join(val, c, f) for c in sorted(os.listdir(val)) for f in sorted(os.listdir(os.path.join(val, c)))]
+
+
+@pytest.fixture(scope="module")
+def random_ckpt(tiny, tmp_path_factory):
+    train = os.path.join(tiny, "train")
+    files = sorted(os.path.join(train, c, f) for c in os.listdir(train) for f in os.listdir(os.path.join(train, c)))
+    cfg = defaults()
+    cfg.update(crop_pct=1.0, image_resize=32)
+    return start_checkpoint(tmp_path_factory.mktemp("ckpt") / "random.ckpt", preprocess(cfg, files))
+
+
+def stream_config(ckpt, **overrides):
+    values = {"model": MODEL, "num_classes": 10, "image_resize": 32, "batch_size": 8, "mode": 1, "ckpt_path": ckpt}
+    return load_config(None, {**values, **overrides})
+
+
+def transformed(cfg, paths):
+    """The eval transforms of ``cfg`` (after the model record is applied) on each file."""
+    cfg = eval_config(cfg)
+    ops = build_transforms(cfg, False)[1:]  # imagenet eval: Decode first; read_image decodes
+    out = []
+    for path in paths:
+        image = read_image(path)
+        for op in ops:
+            image = op(image)
+        out.append(image)
+    return np.stack(out).astype(np.float32)
+
+
+def reference_predictions(paths, logits, k=5):
+    z = np.exp(logits.astype(np.float64) - logits.max(axis=1, keepdims=True))
+    probs = z / z.sum(axis=1, keepdims=True)
+    out = []
+    for path, row, scores in zip(paths, probs, logits):
+        order = np.argsort(-scores, kind="stable")[:k]
+        top = [
+            {"rank": r + 1, "index": int(i), "class": str(i), "probability": float(row[i])} for r, i in enumerate(order)
+        ]
+        out.append({"path": path, "top": top})
+    return out
+
+
+def network_logits(ckpt, images, batch):
+    net = create_model(MODEL, num_classes=10)
+    missing, unused = ms.load_param_into_net(net, ms.load_checkpoint(ckpt))
+    assert missing == [] and unused == []
+    net.set_train(False)
+    return np.concatenate([net(ms.Tensor(images[i : i + batch])).asnumpy() for i in range(0, len(images), batch)])
+
+
+def expected_csv(predictions):
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf)
+    k = len(predictions[0]["top"])
+    writer.writerow(["path"] + [f"top{r}_{f}" for r in range(1, k + 1) for f in ("class", "index", "probability")])
+    for p in predictions:
+        writer.writerow(
+            [p["path"]] + [v for t in p["top"] for v in (t["class"], t["index"], f"{t['probability']:.6f}")]
+        )
+    return buf.getvalue()
+
+
+def test_streamed_predictions_equal_a_direct_forward_in_order(tiny, random_ckpt, tmp_path, caplog):
+    caplog.set_level("INFO", logger="mindcv_mobile")
+    paths = val_files(tiny)
+    assert len(paths) == 30  # batches of 8: 8, 8, 8 and a remainder of 6
+    cfg = stream_config(random_ckpt)
+    expected = reference_predictions(paths, network_logits(random_ckpt, transformed(cfg, paths), 8))
+    assert len({p["top"][0]["index"] for p in expected}) >= 3, "the reference should spread over classes"
+    result = infer(cfg, [os.path.join(tiny, "val")], output=str(tmp_path / "p.csv"))
+    assert result.predictions == expected and result.skipped == [] and result.count == 30
+    # The file has the columns, order and numbers of the whole-list writer (the JSON file: below).
+    assert (tmp_path / "p.csv").read_bytes().decode() == expected_csv(expected)
+    summary = [r.getMessage() for r in caplog.records if r.getMessage().startswith("classified 30 images in ")]
+    assert summary and summary[-1].endswith(" img/s)")
+
+
+def test_images_are_read_one_batch_ahead_at_most(tiny, random_ckpt, monkeypatch):
+    paths = val_files(tiny)
+    cfg = eval_config(stream_config(random_ckpt))
+    reads = []
+    real = classify_module.read_image
+    monkeypatch.setattr(classify_module, "read_image", lambda path: reads.append(path) or real(path))
+    sizes, kept, skipped = [], [], []
+    for i, (images, batch_paths, done) in enumerate(image_batches(cfg, paths, 4, skipped)):
+        assert len(reads) <= 4 * (i + 2), "more than the current and the next batch were read"
+        assert done == len(kept) + len(batch_paths)
+        sizes.append(len(images))
+        kept += batch_paths
+        np.testing.assert_array_equal(images, transformed(cfg, batch_paths))
+    assert sizes == [4] * 7 + [2] and kept == paths and reads == paths and skipped == []
+
+
+def test_a_corrupt_file_is_skipped_with_a_warning_and_batches_stay_full(tiny, random_ckpt, tmp_path, caplog):
+    caplog.set_level("INFO", logger="mindcv_mobile")
+    folder = tmp_path / "photos"
+    shutil.copytree(os.path.join(tiny, "val"), folder)
+    images = [Image.open(p).convert("RGB") for p in val_files(tiny)[:2]]
+    bad = folder / "3" / "0000_corrupt.jpg"  # a bad Huffman table: MindSpore's Decode crashes on it
+    bad.write_bytes(bad_huffman_jpeg(images[0]))
+    (folder / "7" / "empty.png").write_bytes(b"")
+    paths = sorted(str(p) for p in folder.rglob("*.*"))
+    good = [p for p in paths if p not in (str(bad), str(folder / "7" / "empty.png"))]
+    cfg = stream_config(random_ckpt)
+    expected = reference_predictions(good, network_logits(random_ckpt, transformed(cfg, good), 8))
+    result = infer(cfg, [str(folder)])
+    assert result.predictions == expected  # the 30 readable images in 8, 8, 8, 6 as without the bad ones
+    assert [path for path, _ in result.skipped] == [str(bad), str(folder / "7" / "empty.png")]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert f"cannot read image {bad}: not a decodable image" in warnings[0] and warnings[0].endswith("; skipped")
+    assert warnings[1] == f"cannot read image {folder / '7' / 'empty.png'}: empty file; skipped"
+    assert any(m.getMessage().endswith("; 2 unreadable skipped") for m in caplog.records)
+    (folder / "only").mkdir()
+    (folder / "only" / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    with pytest.raises(ValueError, match=r"none of the 1 images could be read: cannot read image .*broken\.jpg"):
+        infer(cfg, [str(folder / "only")], output=str(tmp_path / "none.csv"))
+    assert not (tmp_path / "none.csv").exists()
+
+
+def test_progress_lines_without_a_terminal_and_a_bar_on_one(tiny, random_ckpt, monkeypatch, caplog):
+    caplog.set_level("INFO", logger="mindcv_mobile")
+    cfg = stream_config(random_ckpt)
+    val = os.path.join(tiny, "val")
+    monkeypatch.setattr(infer_module, "LOG_EVERY_S", 0.0)
+    seen = []
+    result = infer(cfg, [val], on_prediction=seen.append)
+    progress = [r.getMessage() for r in caplog.records if "/30 images, " in r.getMessage()]
+    assert [m.split(",")[0] for m in progress] == ["8/30 images", "16/30 images", "24/30 images"]
+    assert all(m.endswith(" img/s") for m in progress)
+    assert result.predictions == [] and [p["path"] for p in seen] == val_files(tiny)
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    lines = []
+    infer(cfg, [val], on_prediction=lambda p: lines.append(infer_module.prediction_line(p)))
+    assert "infer: " in terminal.getvalue() and "30/30" in terminal.getvalue()  # tqdm's bar
+    assert "8/30 images, " not in terminal.getvalue()  # the bar instead of progress lines
+    assert "classified 30 images in " in terminal.getvalue()
+    assert lines[0].startswith(f"{val_files(tiny)[0]}: ") and len(lines[0].split(", ")) == 5
+
+
+def test_predictions_writer_writes_the_bytes_of_the_whole_list_writers(tmp_path):
+    rng = np.random.default_rng(0)
+    names = ["cat", 'say "hi"', "naïve, comma", "日本"]
+    predictions = [
+        {
+            "path": f"/photos/{i}.jpg",
+            "top": [
+                {"rank": r + 1, "index": int(c), "class": names[c], "probability": float(rng.random())}
+                for r, c in enumerate(rng.permutation(4)[:3])
+            ],
+        }
+        for i in range(5)
+    ]
+    for ext, expected in ((".json", json.dumps(predictions, indent=1)), (".csv", expected_csv(predictions))):
+        with PredictionsWriter(str(tmp_path / f"p{ext}")) as writer:
+            for p in predictions:
+                writer.write(p)
+        assert (tmp_path / f"p{ext}").read_bytes().decode() == expected
+    write_predictions([], str(tmp_path / "empty.json"))
+    write_predictions([], str(tmp_path / "empty.csv"))
+    assert (tmp_path / "empty.json").read_text() == "[]" and (tmp_path / "empty.csv").read_bytes() == b"path\r\n"
+    with pytest.raises(RuntimeError, match="stopped"), PredictionsWriter(str(tmp_path / "half.csv")) as writer:
+        writer.write(predictions[0])
+        raise RuntimeError("stopped")
+    assert not (tmp_path / "half.csv").exists()
+
+
+@pytest.mark.slow
+def test_onnx_stream_equals_onnxruntime_on_the_whole_array(tiny, random_ckpt, tmp_path, monkeypatch):
+    cfg = stream_config(random_ckpt)
+    exported = export(cfg, "ONNX", str(tmp_path / "random.onnx"))
+    monkeypatch.setattr(runtimes, "RUN_BATCH", 8)  # 30 images: 8, 8, 8 and a remainder of 6
+    paths = val_files(tiny)
+    images = transformed(cfg, paths)
+    session = onnx_session(exported.path)
+    logits = session.run(None, {session.get_inputs()[0].name: images})[0]
+    expected = reference_predictions(paths, logits)
+    result = infer(
+        load_config(None, {"ckpt_path": exported.path}), [os.path.join(tiny, "val")], output=str(tmp_path / "o.csv")
+    )
+    assert [p["path"] for p in result.predictions] == paths
+    for got, want in zip(result.predictions, expected):
+        assert [t["index"] for t in got["top"]] == [t["index"] for t in want["top"]]
+        np.testing.assert_allclose(
+            [t["probability"] for t in got["top"]], [t["probability"] for t in want["top"]], atol=1e-6
+        )
+    rows = list(csv.DictReader(open(tmp_path / "o.csv")))
+    assert [r["path"] for r in rows] == paths and rows[0]["top1_class"] == result.predictions[0]["top"][0]["class"]
+    by_ckpt = infer(cfg, [os.path.join(tiny, "val")])
+    for a, b in zip(by_ckpt.predictions, result.predictions):
+        assert [t["index"] for t in a["top"]] == [t["index"] for t in b["top"]]
