@@ -1,8 +1,9 @@
-"""Image files: which decoder may see a file, and reading one file for inference.
+"""Image files: which decoder may see a file, for one file and for every file of a folder.
 
 Every file is routed by a cheap check of its bytes (first and last bytes, JPEG marker segments,
-PNG chunk CRCs; no decode), by ``probe_image`` for a training/validation tree and by
-``read_image`` for one file at inference, so both paths hand the same files to the same decoder:
+PNG chunk CRCs; no decode), by ``probe_image`` for a training/validation tree (``probe_folders``)
+and by ``route_content`` for one file read at inference (``image_folder.read_image``), so both
+paths hand the same files to the same decoder:
 
 * native  -- a JPEG ending in EOI whose marker segments libjpeg accepts (see
   ``jpeg_structure_problem``), or a PNG ending in IEND whose chunk CRCs match: its encoded
@@ -24,10 +25,11 @@ from __future__ import annotations
 
 import io
 import mmap
+import multiprocessing
 import os
 import re
-
-import numpy as np
+import stat
+import time
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 
@@ -37,29 +39,62 @@ _TAIL_BYTES = 32
 
 
 # --------------------------------------------------------------------------- routing
-def probe_image(path: str) -> tuple[str, str]:
-    """Route of one file: ("native" | "reencode" | "skip", reason); reads the first and last bytes,
-    the whole file only for the structure checks it needs."""
+# One read of this many first bytes holds a small file whole, and a large JPEG's marker segments
+# up to its first scan unless an EXIF thumbnail is bigger (then the whole file is read).
+_HEAD_BYTES = 16384
+# O_NONBLOCK: a FIFO named *.jpg is refused at once instead of blocking the scan forever.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
+def _read_at(fd: int, count: int, offset: int) -> bytes:
+    """``count`` bytes from ``offset`` (fewer at the end of the file)."""
+    if offset:
+        os.lseek(fd, offset, os.SEEK_SET)
+    data = os.read(fd, count)
+    while 0 < len(data) < count:  # short reads (network file systems) continue
+        more = os.read(fd, count - len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
+def probe_image(path: str | bytes) -> tuple[str, str]:
+    """Route of one file: ("native" | "reencode" | "skip", reason). Reads the first 16 KiB (a
+    small file whole) and the last bytes; the whole file only when its structure check needs it
+    (progressive JPEGs, marker segments past the first 16 KiB)."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(len(_PNG_MAGIC))
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - _TAIL_BYTES))
-            tail = f.read()
+        fd = os.open(path, _OPEN_FLAGS)
     except OSError as e:
         return "skip", f"cannot read ({e.strerror or e})"
-    return _route(head, tail, size, path)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return "skip", "not a regular file"
+        head = _read_at(fd, min(info.st_size, _HEAD_BYTES), 0)
+        size = info.st_size if len(head) == _HEAD_BYTES else len(head)
+        tail = head[-_TAIL_BYTES:] if size == len(head) else _read_at(fd, _TAIL_BYTES, size - _TAIL_BYTES)
+    except OSError as e:
+        return "skip", f"cannot read ({e.strerror or e})"
+    finally:
+        os.close(fd)
+    return _route(head, tail, size, os.fsdecode(path))
+
+
+def route_content(data: bytes) -> tuple[str, str]:
+    """``probe_image`` of a file already read whole."""
+    return _route(data, data[-_TAIL_BYTES:], len(data), data)
 
 
 def _route(head: bytes, tail: bytes, size: int, source: str | bytes) -> tuple[str, str]:
-    """The routing rule; ``source`` is the file's path, or its whole content when already read
-    (then the bytes checked are exactly the bytes decoded)."""
+    """The routing rule. ``head``: the file's first bytes (all when ``len(head) == size``);
+    ``source``: the file's path, or its whole content when already read (then the bytes checked
+    are exactly the bytes decoded)."""
     if size == 0:
         return "skip", "empty file"
     if head.startswith(_JPEG_MAGIC):
         # Padding after EOI is common (cameras, some encoders) and harmless to libjpeg.
-        if tail.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9") and not _jpeg_problem(source):
+        if tail.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9") and not _jpeg_problem(head, size, source):
             return "native", ""
     elif head.startswith(_PNG_MAGIC):
         if b"IEND" in tail[-12:] and _png_chunks_intact(source):
@@ -74,12 +109,17 @@ def _open_pil(source: str | bytes):
     return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
 
 
+_IN_MEMORY_NAME = re.compile(r" ?<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
+
+
 def _verify_with_pil(source: str | bytes) -> tuple[str, str]:
     try:
         with _open_pil(source) as img:
             img.load()  # truncated data raises here (ImageFile.LOAD_TRUNCATED_IMAGES is False)
     except Exception as e:  # noqa: BLE001  PIL raises many types for broken files
-        return "skip", f"not a decodable image ({type(e).__name__}: {e})"
+        # PIL names an in-memory file by its object's repr; the caller names the file.
+        reason = _IN_MEMORY_NAME.sub("", str(e))
+        return "skip", f"not a decodable image ({type(e).__name__}: {reason})"
     return "reencode", ""
 
 
@@ -93,9 +133,12 @@ def _png_chunks_intact(source: str | bytes) -> bool:
     return True
 
 
-def _jpeg_problem(source: str | bytes) -> str:
-    if isinstance(source, bytes):
-        return jpeg_structure_problem(source)
+def _jpeg_problem(head: bytes, size: int, source: str | bytes) -> str:
+    # A verdict of "" on the first bytes holds for the whole file (the walk reads bytes in order
+    # and stops at the first scan of a sequential JPEG); anything else is decided on all of it.
+    problem = jpeg_structure_problem(head)
+    if not problem or len(head) == size:
+        return problem
     try:  # mmap: progressive files are walked whole, without copying them into memory
         with open(source, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             return jpeg_structure_problem(buf)
@@ -110,10 +153,39 @@ _SOF_SEQUENTIAL = (0xC0, 0xC1)
 _SOF_PROGRESSIVE = 0xC2
 # A marker inside entropy-coded data: 0xFF followed by anything but stuffing (00), RSTn or fill.
 _MARKER_IN_DATA = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+# ``_sequential_header`` of files found sound by the whole walk (at most 4096, then forgotten).
+_SOUND_HEADERS: set = set()
 
 
 def _u16(buf, pos: int) -> int:
     return (buf[pos] << 8) | buf[pos + 1]
+
+
+def _sequential_header(buf) -> bytes | None:
+    """The segments the verdict on a sequential JPEG depends on (tables, frame, restart
+    interval, first scan; in order, the frame's size replaced by a constant), or None when the
+    file is anything else: progressive, fill bytes or other markers, a zero size, bad lengths, no
+    data after the scan header. Two files with the same header get the same verdict."""
+    n, pos, parts = len(buf), 2, []
+    while pos + 4 <= n and buf[pos] == 0xFF:
+        marker, end = buf[pos + 1], pos + 2 + _u16(buf, pos + 2)
+        if end <= pos + 3 or end > n:
+            return None
+        if marker in (0xDB, 0xC4, 0xDD):
+            parts.append(buf[pos:end])
+        elif marker in _SOF_SEQUENTIAL:
+            if end < pos + 10 or not _u16(buf, pos + 5) or not _u16(buf, pos + 7):
+                return None
+            parts.append(buf[pos : pos + 5] + b"\x01\x01\x01\x01" + buf[pos + 9 : end])
+        elif marker == 0xDA:
+            if end + 1 >= n or (buf[end] == 0xFF and buf[end + 1] != 0x00):
+                return None
+            parts.append(buf[pos:end])
+            return b"".join(parts)
+        elif not (0xE0 <= marker <= 0xEF or marker == 0xFE):
+            return None
+        pos = end
+    return None
 
 
 def jpeg_structure_problem(buf) -> str:
@@ -125,8 +197,23 @@ def jpeg_structure_problem(buf) -> str:
     parameters and sequence, and a scan with no data. MindSpore 2.10's decoder turns those
     errors into a crash of the whole process, so such files must not reach it. Corrupt
     entropy-coded data is not checked: libjpeg warns about it and decodes what it can.
-    Costs ~0.07 ms for a 500x375 baseline JPEG (header only; progressive files are read whole).
+    ``buf``: bytes or an mmap. A sequential file is walked up to its first scan (~40 us), or not
+    at all (~5 us) when one with the same tables, frame and scan header was found sound before,
+    the common case as a dataset's files come from a few encoders; a progressive file is walked
+    whole (~150 us for a small one).
     """
+    header = _sequential_header(buf)
+    if header in _SOUND_HEADERS:
+        return ""
+    problem = _walk(buf)
+    if header is not None and not problem:
+        if len(_SOUND_HEADERS) >= 4096:
+            _SOUND_HEADERS.clear()
+        _SOUND_HEADERS.add(header)
+    return problem
+
+
+def _walk(buf) -> str:
     n = len(buf)
     pos, frame, quant, huffman, coef_bits, scans = 2, None, set(), set(), {}, 0
     while True:
@@ -144,6 +231,9 @@ def jpeg_structure_problem(buf) -> str:
             continue
         if pos + 2 > n or _u16(buf, pos) < 2 or pos + _u16(buf, pos) > n:
             return f"segment 0xFF{marker:02X} at byte {pos - 2} runs past the end of the file"
+        if 0xE0 <= marker <= 0xEF or marker in (0xFE, 0xDC):  # APPn, COM, DNL: skipped unread
+            pos += _u16(buf, pos)
+            continue
         seg = bytes(buf[pos + 2 : pos + _u16(buf, pos)])
         pos += 2 + len(seg)
         if marker == 0xDB:  # DQT
@@ -170,7 +260,7 @@ def jpeg_structure_problem(buf) -> str:
                     if code >= 1 << bits:
                         return "bad Huffman table"
                     code <<= 1
-                if seg[i] >> 4 == 0 and any(v > 15 for v in values):  # DC symbols are bit counts
+                if seg[i] >> 4 == 0 and values and max(values) > 15:  # DC symbols are bit counts
                     return "bad Huffman table"
                 huffman.add((seg[i] >> 4, seg[i] & 15))
                 i += 17 + len(values)
@@ -214,9 +304,9 @@ def jpeg_structure_problem(buf) -> str:
                     return "bad progression parameters"
                 # libjpeg only warns "Inconsistent progression sequence", but MindSpore 2.10
                 # raises on it: each scan must refine exactly what earlier scans left.
-                for c in ids:
+                for c in ids:  # coefficient bits sent so far, -1 (none) counting as 0
                     bits = coef_bits.setdefault(c, [-1] * 64)
-                    if (ss and bits[0] < 0) or any(ah != max(bits[i], 0) for i in range(ss, se + 1)):
+                    if (ss and bits[0] < 0) or {max(b, 0) for b in set(bits[ss : se + 1])} != {ah}:
                         return "inconsistent progression sequence"
                     bits[ss : se + 1] = [al] * (se + 1 - ss)
             scans += 1
@@ -229,61 +319,72 @@ def jpeg_structure_problem(buf) -> str:
         elif marker == 0xDD:  # DRI
             if len(seg) != 2:
                 return "bad restart interval"
-        elif not (0xE0 <= marker <= 0xEF or marker in (0xFE, 0xDC)):  # APPn, COM, DNL
+        else:
             return f"unknown marker 0xFF{marker:02X}"
 
 
-# --------------------------------------------------------------------------- decoding
-def pil_to_rgb_uint8(img) -> np.ndarray:
-    """Any PIL image as an HxWx3 uint8 array; 16-bit and float modes are scaled, not clipped."""
-    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        # Pillow's convert("RGB") clips 16-bit values at 255 instead of scaling them.
-        gray = (np.asarray(img, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
-    if img.mode == "F":
-        gray = np.asarray(img, dtype=np.float32)
-        if gray.size and gray.max() <= 1.0:
-            gray = gray * 255.0
-        gray = gray.clip(0, 255).round().astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
-    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+# --------------------------------------------------------------------------- folders
+_EXTENSIONS = tuple(e.encode() for e in IMAGE_EXTENSIONS)
+_SERIAL_SECONDS = 0.25
 
 
-def _decode_with_pil(source: str | bytes) -> np.ndarray:
-    with _open_pil(source) as img:
-        img.seek(0)  # first frame of an animated GIF/WebP
-        return pil_to_rgb_uint8(img)
-
-
-def reencode_as_png(path: str) -> bytes:
-    """A file of the reencode route as PNG bytes of its RGB uint8 pixels (fast, low compression)."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(_decode_with_pil(path)).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
-
-
-def read_image(path: str) -> np.ndarray:
-    """One image file as HxWx3 uint8 RGB, for inference: routed like a dataset's files, so a JPEG
-    or PNG is decoded by MindSpore's ``Decode`` (the pixels validation sees) only when it passed
-    the structure check, and anything else by PIL. Raises ValueError for a file neither decodes."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise ValueError(f"cannot read image {path}: {e.strerror or e}") from None
-    route, reason = _route(data[: len(_PNG_MAGIC)], data[-_TAIL_BYTES:], len(data), data)
-    if route == "skip":
-        raise ValueError(f"cannot read image {path}: {reason}")
-    if route == "native":
-        import mindspore.dataset.vision as vision
-
+def probe_folder(split_dir: bytes, folder: bytes) -> tuple[bytes, bytes, list, list]:
+    """``probe_image`` of every image file under ``split_dir/folder``, in os.walk's top-down order
+    with sorted names (hidden entries left out, a folder reached twice through links read once):
+    (the usable files' paths relative to ``split_dir``, each ending in NUL; their routes, a byte
+    each, "n" native or "r" reencode; skipped files as (relative path, reason); the subfolders
+    read, as (relative path, mtime_ns taken before they were listed))."""
+    found, routes, skipped, subdirs, seen, pending = [], bytearray(), [], [], set(), [folder]
+    while pending:
+        rel = pending.pop()
         try:
-            return vision.Decode()(np.frombuffer(data, dtype=np.uint8))
-        except RuntimeError:
-            pass  # a file libjpeg/libpng rejects past its headers: PIL decodes it or says why not
-    try:
-        return _decode_with_pil(data)
-    except Exception as e:  # noqa: BLE001  PIL raises many types for broken files
-        raise ValueError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+            info = os.stat(split_dir + b"/" + rel)
+            entries = sorted((e.name, e) for e in os.scandir(split_dir + b"/" + rel) if not e.name.startswith(b"."))
+        except OSError:
+            continue  # unreadable or gone: os.walk leaves such folders out too
+        if (info.st_dev, info.st_ino) in seen:
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        if rel != folder:
+            subdirs.append((rel, info.st_mtime_ns))
+        below = []
+        for name, entry in entries:
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                below.append(rel + b"/" + name)
+            elif name.lower().endswith(_EXTENSIONS):
+                route, reason = probe_image(split_dir + b"/" + rel + b"/" + name)
+                if route == "skip":
+                    skipped.append((rel + b"/" + name, reason))
+                else:
+                    found.append(rel + b"/" + name + b"\0")
+                    routes += b"r" if route == "reencode" else b"n"
+        pending.extend(reversed(below))
+    return b"".join(found), bytes(routes), skipped, subdirs
+
+
+def probe_folders(split_dir: bytes, folders: list, workers: int) -> list:
+    """``probe_folder`` of each of ``folders``, in order: in this process, and once that has taken
+    ``_SERIAL_SECONDS`` the rest in ``workers`` forked processes (probing is Python code: threads
+    would share one core). Small trees never pay for starting processes."""
+    results, start = [], time.perf_counter()
+    for i, folder in enumerate(folders):
+        rest = len(folders) - i
+        if workers > 1 and rest > 1 and time.perf_counter() - start > _SERIAL_SECONDS and _can_fork():
+            try:
+                pool = multiprocessing.get_context("fork").Pool(min(workers, rest))
+            except OSError:  # no room for more processes: carry on here
+                workers = 1
+            else:
+                with pool:
+                    tasks = [(split_dir, f) for f in folders[i:]]
+                    return results + pool.starmap(probe_folder, tasks, chunksize=max(1, rest // (8 * workers)))
+        results.append(probe_folder(split_dir, folder))
+    return results
+
+
+def _can_fork() -> bool:
+    return "fork" in multiprocessing.get_all_start_methods() and not multiprocessing.current_process().daemon
