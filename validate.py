@@ -4,6 +4,11 @@ python validate.py -c configs/mobilenetv2/mobilenet_v2_0.75_ascend.yaml --data_d
 python validate.py --model mobilenet_v2_075 --image_resize 192 --pretrained True --data_dir /data/imagenet
 python validate.py --ckpt_path runs/x/best.ckpt --data_dir data/digits   # no -c: the run's config.yaml
 python validate.py --ckpt_path runs/x --confusion cm.png --table runs.csv # every checkpoint of a run
+python validate.py --ckpt_path model.onnx --data_dir data/digits          # an exported file (.onnx, .mindir)
+
+An exported file is scored in its runtime (onnxruntime, MindSpore for .mindir) with the
+preprocessing, class count and class names of the ``<file>.json`` export.py wrote beside it; a
+recipe's values are replaced by the file's, a command-line value must agree with them.
 
 Printed per checkpoint: the per-class table (worst class first), a one-line summary and the dict
 ``{'Top_1_Accuracy': ..., 'Top_5_Accuracy': ..., 'loss': ..., 'samples': ...}`` for scripts
@@ -69,10 +74,14 @@ def _arguments(group) -> None:
 
 
 def _confusion_path(path: str, checkpoint: str, several: bool) -> str:
+    """``path``, or with several files PATH-<name>.png for <name>.ckpt (an exported file keeps its
+    format, PATH-<name>_onnx.png: apart from the checkpoint it was exported from)."""
     if not several:
         return path
     stem, ext = os.path.splitext(path)
-    return f"{stem}-{os.path.splitext(os.path.basename(checkpoint))[0]}{ext}"
+    name, kind = os.path.splitext(os.path.basename(checkpoint))
+    suffix = "" if kind.lower() == ".ckpt" else kind.replace(".", "_")
+    return f"{stem}-{name}{suffix}{ext}"
 
 
 def main(argv=None) -> int:

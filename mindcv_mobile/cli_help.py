@@ -86,7 +86,8 @@ ENTRIES = {
         also=(*_SCORING_ALSO, *_RUNTIME),
         help={
             **_SCORING_HELP,
-            "ckpt_path": "checkpoint(s) to score: one or more .ckpt files, or a run directory (every checkpoint in it)",
+            "ckpt_path": "checkpoint(s) to score: one or more .ckpt files, or a run directory (every checkpoint in "
+            "it); .onnx/.mindir",
         },
         defaults=_MODEL_RECORD,
         recipe=_FROM_RUN,
