@@ -6,14 +6,22 @@ for the loss scale) and logged once, so the rest of the code never asks ``if dev
 
 from __future__ import annotations
 
+import ast
+import atexit
 import dataclasses
+import functools
+import hashlib
+import json
 import logging
 import os
 import random
+import re
 import shlex
 import sys
+from pathlib import Path
 
-from .host import ISA_SETTING, cpu_cores, data_workers  # isort: skip  (first: the ISA cap precedes MindSpore)
+from .host import ISA_ENV, ISA_SETTING, cpu_cores, data_workers  # isort: skip  (first: the ISA cap precedes MindSpore)
+from .host import cache_subfolder, file_digest, load_saved_folder, save_folder, work_folder  # isort: skip
 
 import mindspore as ms  # noqa: E402
 import numpy as np  # noqa: E402
@@ -217,6 +225,8 @@ def init_runtime(cfg) -> Runtime:
         ms.set_auto_parallel_context(
             parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True, device_num=group_size
         )
+    if _COMPILE_CACHE:  # an earlier run of this process used it: only that run's graphs go there
+        os.environ["MS_COMPILER_CACHE_ENABLE"] = "0"
     set_seed(cfg.seed)
     speed = speed_defaults(cfg, device)
     rt = Runtime(
@@ -235,6 +245,137 @@ def init_runtime(cfg) -> Runtime:
         f", jit_level {cfg.jit_level}" if cfg.jit_level and device == "Ascend" else "",
     )
     return rt
+
+
+# ------------------------------------------------------------------------------------ compile cache
+# MindSpore 2.10's compile cache (graph/api.py, and measured): with MS_COMPILER_CACHE_ENABLE=1 the
+# n-th graph a process compiles is saved as <path>/rank_<r>/graph_cache/compile_cache_<n>.mindir and
+# loaded by that number in the next process; the first such compile fixes <path> for the process.
+# MindSpore only checks a hash of the entry script and of the local files it imports: a graph of
+# other input shapes or LR schedule length loads as it is (measured: a batch-32 graph fed batch 16
+# gave loss nan; a 15-step schedule's graph failed at step 16 of 30). Corrupt files are recompiled.
+MS_CACHE_ENV = ("MS_COMPILER_CACHE_ENABLE", "MS_COMPILER_CACHE_PATH")
+COMPILE_FOLDER = "compile"
+# Recipe keys that cannot change the training graph: where files are, how long, how often to log,
+# validate and save (the step count is keyed as the LR schedule's length), and resolved elsewhere.
+NOT_IN_GRAPH = frozenset(
+    {
+        "data_dir", "train_split", "val_split", "dataset_download", "ckpt_save_dir", "ckpt_path", "resume",
+        "resume_opt", "epoch_size", "log_interval", "val_interval", "ckpt_save_interval", "ckpt_save_policy",
+        "keep_checkpoint_max", "tensorboard", "device_target", "distribute",
+    }
+)  # fmt: skip
+_USER_CACHE_ENV = {k: os.environ[k] for k in MS_CACHE_ENV if k in os.environ}
+_LATER_GRAPH = re.compile(r"cache_(?:after_opt_)?0*[1-9]")  # a file of graph 1, 2, ... (not 0)
+_COMPILE_CACHE: dict = {}  # {"key_dir", "work"} once a run of this process enabled it
+
+
+@functools.cache
+def package_digest(root: str = os.path.dirname(os.path.abspath(__file__))) -> str:
+    """sha256 over the package's source files (``*.py`` and ``*.cc`` under ``root``: names and contents)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(root).rglob("*")):
+        if path.suffix in (".py", ".cc") and path.is_file():
+            digest.update(f"{path.relative_to(root).as_posix()}\0".encode() + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _entry_script() -> str:
+    """The script MindSpore checks its cache against (``sys.argv[0]``), or "" when that is no
+    Python file (``python -c``, stdin): MindSpore would fail reading it at the first compile."""
+    path = os.path.realpath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    try:
+        with open(path, encoding="utf-8") as f:
+            ast.parse(f.read(), path)
+    except (OSError, SyntaxError, ValueError):
+        return ""
+    return path
+
+
+def compile_cache_key(cfg, rt: Runtime, schedule_steps: int) -> str:
+    """24 hex digits of a sha256 over everything the training graph depends on:
+
+    * the resolved recipe, every key but those of ``NOT_IN_GRAPH`` (paths, ``epoch_size``, log,
+      validation and checkpoint intervals and policies, TensorBoard, and ``device_target`` /
+      ``distribute``, keyed as resolved below); in dataset sink mode ``epoch_size`` and
+      ``log_interval`` are kept (they set the sink's length). ``mode`` and ``jit_level`` are recipe keys;
+    * ``schedule_steps``: the LR schedule's length (epochs x steps per epoch), a shape in the graph;
+    * MindSpore's version, this package's version and :func:`package_digest` of its sources;
+    * the device, rank, group size and data-parallel flag (one cache per rank under msrun), whether
+      the compiled CPU kernels are in the model, and ``ONEDNN_MAX_CPU_ISA``;
+    * the entry script's path and sha256 (MindSpore checks that one itself too).
+    """
+    from . import __version__
+
+    skip = NOT_IN_GRAPH - ({"epoch_size", "log_interval"} if resolve_sink_mode(cfg) else set())
+    entry = _entry_script()
+    what = {
+        "recipe": {k: cfg[k] for k in sorted(cfg) if k not in skip},
+        "schedule_steps": int(schedule_steps),
+        "versions": [ms.__version__, __version__, package_digest()],
+        "runtime": [rt.device, rt.rank, rt.group_size, rt.distribute, rt.cpu_kernels, os.environ.get(ISA_ENV, "")],
+        "entry": [entry, file_digest(entry) if entry else ""],
+    }
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=repr).encode()).hexdigest()[:24]
+
+
+def _save_graph(key_dir: Path, work: Path) -> None:
+    """At exit: this run's graph 0 (and the dependency hash) becomes what ``key_dir`` holds."""
+    try:
+        save_folder(work, key_dir, lambda name: not _LATER_GRAPH.search(name), ".mindir")
+    except OSError as err:
+        _logger.warning("compile cache: this run's graph not saved in %s: %s", key_dir, err)
+
+
+def _cache_off(cfg) -> str:
+    """Why the compile cache stays off for this run, or ""."""
+    if cfg.mode != 0:
+        return "PyNative mode compiles no graph"
+    if not getattr(cfg, "compile_cache", True):
+        return "compile_cache: False"
+    if _USER_CACHE_ENV:
+        setting = ", ".join(f"{k}={v}" for k, v in _USER_CACHE_ENV.items())
+        return f"{setting} set in the environment: MindSpore's own cache, not keyed to the recipe"
+    if _COMPILE_CACHE:
+        return "an earlier run of this process holds it (MindSpore takes one cache folder per process)"
+    if not _entry_script():
+        return "no script file started this process (python -c, stdin): MindSpore keys on one"
+    return ""
+
+
+def enable_compile_cache(cfg, rt: Runtime, schedule_steps: int) -> str:
+    """Let a later run of the same recipe load the training graph this run compiles: call it once
+    the LR schedule exists (``schedule_steps``: its length), before the first step compiles. Logs and
+    returns ``compile cache: <folder> (hit|new)``, ``... unreadable (why); compiling`` or ``... off (why)``.
+
+    The folder, ``<cache>/compile/<key>`` (:func:`compile_cache_key`), keeps graph 0 of the process
+    only: the training step, compiled first (later graphs, validation or a last partial batch, have
+    shapes the data decides). MindSpore works in a folder of this process, into which the saved graph
+    is copied with each file checked against its recorded sha256; at exit a new or changed graph 0
+    replaces the saved one in one rename. Off in PyNative mode, with ``compile_cache: False``, when
+    MS_COMPILER_CACHE_* are set in the environment (MindSpore's own cache then), without an entry
+    script file, and for a second run in one process.
+    """
+    why = _cache_off(cfg)
+    if not why:
+        try:
+            root = cache_subfolder(COMPILE_FOLDER)
+        except OSError as err:
+            why = str(err)
+    if why:
+        _logger.info("compile cache: off (%s)", why)
+        return f"compile cache: off ({why})"
+    key_dir = root / compile_cache_key(cfg, rt, schedule_steps)
+    work = work_folder(root)
+    try:
+        note = f"compile cache: {key_dir} ({'hit' if load_saved_folder(key_dir, work) else 'new'})"
+    except (OSError, ValueError) as err:  # nothing was copied
+        note = f"compile cache: {key_dir} unreadable ({err}); compiling, and saving this run's graph there"
+    _COMPILE_CACHE.update(key_dir=key_dir, work=work)
+    os.environ.update(MS_COMPILER_CACHE_ENABLE="1", MS_COMPILER_CACHE_PATH=str(work))
+    atexit.register(_save_graph, key_dir, work)
+    (_logger.warning if "unreadable" in note else _logger.info)("%s", note)
+    return note
 
 
 def setup_logging(log_file: str | None = None, rank: int = 0, level: int = logging.INFO) -> None:

@@ -43,6 +43,12 @@ SCHEMA = {
     "system": {
         "mode": _k(0, "int", "0 = graph mode (production), 1 = PyNative", choices=(0, 1)),
         "device_target": _k("auto", "str", "auto picks Ascend, then GPU, then CPU", choices=DEVICE_CHOICES),
+        "compile_cache": _k(
+            True,
+            "bool",
+            "graph mode: keep the compiled training graph in <cache>/compile/<key> and load it in a later run "
+            "of the same recipe (key: recipe, step count, package sources, MindSpore version, device, rank)",
+        ),
         "jit_level": _k(
             "",
             "str",

@@ -32,7 +32,7 @@ from ..evaluation import eval_metrics, named_metrics
 from ..models.summary import summarize
 from ..plot import plot_runs
 from ..run_dir import CONFIG, LOG, RunDir, recipe_record
-from ..runtime import Runtime, init_runtime, resolve_sink_mode, setup_logging
+from ..runtime import Runtime, enable_compile_cache, init_runtime, resolve_sink_mode, setup_logging
 from ..training.callbacks import MonitorPlan, SyncBatchNormStatistics, TrainMonitor
 from ..training.progress import log_sink_note, sink_plan
 from ..training.tensorboard import TENSORBOARD_DIR, open_scalar_writer
@@ -151,6 +151,7 @@ def train(cfg: Config, rt: Optional[Runtime] = None) -> RunResult:
             if created and not os.listdir(run.path):
                 os.rmdir(run.path)
         raise
+    enable_compile_cache(cfg, rt, len(parts.lr_schedule))  # before the first graph compiles
     return _fit(cfg, rt, run, parts)
 
 
