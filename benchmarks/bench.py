@@ -1,33 +1,46 @@
-"""Training and inference speed, compile time and memory of the MobileNets on this machine, measured
-side by side with mindcv's models and (when importable) timm's, plus the real data pipeline.
+"""Training and inference speed of this package's MobileNets next to the fastest other way to run
+the same networks on this CPU: mindcv 0.3.0's models (as shipped, and with the oneDNN ISA cap any
+mindcv user can set) and timm's (PyTorch fp32, NCHW and channels_last).
 
-    python benchmarks/bench.py --models mobilenet_v3_small_100,mobilenet_v2_100 --out benchmarks/results/cpu
+    python benchmarks/bench.py --out benchmarks/results/cpu_b32_224
 
-Every (model, variant) is measured in its own subprocess, so the oneDNN ISA environment and the
-peak RSS belong to that run alone. Variants:
+One protocol for every model and every variant:
+
+* Duels. Every variant other than ``ours`` is measured in a duel with ``ours``: two worker
+  processes, each with its own environment (ISA variable, threads), started, built and warmed
+  one after the other (the first call, which compiles, and ``--warmup`` more, untimed), then
+  ``--repeats`` rounds run alternately, ours, peer, ours, peer, ... One process runs at a time;
+  the other waits on a pipe, and its CPU time during the other's round is recorded (it should
+  be ~0). Every duel starts a fresh ``ours``.
+* Rounds. A training round is ``--steps`` steps (forward + backward + update on fixed synthetic
+  tensors, with the model's published recipe); an inference round ``--infer-steps`` calls at
+  batch ``--infer-batch``, a latency round ``--latency-steps`` calls at batch 1 (eval mode). A
+  duel runs all its training rounds, then its inference rounds, then its latency rounds.
+* Ratios. Round k of ours is paired with round k of the peer, run right after it: ratio_k =
+  the peer's seconds per call / ours' (ours' speed over the peer's, > 1 when ours is faster).
+  Tables give the median and (min-max) of the ratio_k. Per model and measurement the "best
+  peer" is the peer with the lowest median ratio, the fastest relative to ours: the headline.
+* Real data, ours only and never divided by a synthetic figure: the ImageFolder pipeline alone,
+  and ``mindcv_mobile.training.train`` (train.py's code path) on a folder of JPEGs.
+
+Variants:
 
   ours        this package as its entry points run it: ``import mindcv_mobile`` first (oneDNN ISA
-              cap on AVX-512 CPUs, unless ONEDNN_MAX_CPU_ISA is set), ``init_runtime`` defaults
-              (graph mode, threads = cores), the recipe's loss/optimizer/amp through
-              ``create_loss``/``create_optimizer``/``TrainStep``.
-  mindcv      mindcv 0.3.0's model as its users run it: no ISA setting (ONEDNN_MAX_CPU_ISA=ALL,
-              oneDNN's "no cap" value, so importing this package cannot cap it), MindSpore's
-              default threads; same TrainStep/loss/optimizer as ours.
-  mindcv_isa  mindcv's model with the ISA rule of this package applied (the "ISA fix").
-  timm        timm's model, PyTorch fp32 (NCHW); timm_cl: the same in channels_last.
-  ours_noisa  (opt-in) our model with ONEDNN_MAX_CPU_ISA=ALL: what the cap alone is worth.
-  ours_nokern (opt-in) our model with MindSpore's ops instead of the compiled CPU kernels
+              cap on AVX-512 CPUs unless ONEDNN_MAX_CPU_ISA is set), ``init_runtime`` defaults
+              (graph mode, one thread per core, compiled CPU kernels), the recipe's loss,
+              optimizer and precision through ``build``.
+  mindcv_isa  mindcv's model with this package's ISA rule (``import mindcv_mobile`` first), the
+              same TrainStep, loss and optimizer; MindSpore's default threads.
+  timm        timm's model in PyTorch fp32, NCHW; timm_cl: the same in channels_last. The recipe's
+              label smoothing and SGD momentum / weight decay; PyTorch's default threads.
+  mindcv      mindcv's model as its users run it: ONEDNN_MAX_CPU_ISA=ALL (oneDNN's "no cap", so
+              that importing this package cannot cap it), otherwise as mindcv_isa.
+  ours_noisa  (opt-in) ours with ONEDNN_MAX_CPU_ISA=ALL: what the cap alone is worth.
+  ours_nokern (opt-in) ours with MindSpore's ops instead of the compiled CPU kernels
               (MINDCV_MOBILE_CPU_KERNELS=0): what the kernels alone are worth.
-  paired      (with mindcv_isa) ours and mindcv's model in one process, training steps
-              alternated: the ratio between them that machine load cannot skew.
 
-Training = forward + backward + update on fixed synthetic tensors; inference = eval mode, batch
-``--infer-batch`` throughput and batch-1 latency. "pipeline" measures the real ImageFolder
-pipeline alone (JPEG decode + the recipe's train augmentation + batching on ``--workers``
-workers); "e2e" runs ``mindcv_mobile.training.train`` (the entry point's code path) on it.
-Timings: ``--warmup`` steps after the first (which includes graph compilation), then
-``--repeats`` timed rounds of as many steps as fill ``--min-repeat-s``; median, min and max of
-the rounds. Results: ``<out>.json`` and ``<out>.md``.
+Results: ``<out>.json`` (every round's seconds, the machine, versions, load average, the exact
+command) and ``<out>.md``.
 """
 
 from __future__ import annotations
@@ -44,6 +57,8 @@ import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
 import resource  # noqa: E402
+import select  # noqa: E402
+import shlex  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -56,9 +71,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ISA_ENV = "ONEDNN_MAX_CPU_ISA"
 ISA_NO_CAP = "ALL"  # oneDNN's default: every ISA the CPU has (checked with ONEDNN_VERBOSE)
 DEFAULT_MODELS = ("mobilenet_v3_small_100", "mobilenet_v3_large_100", "mobilenet_v2_075", "mobilenet_v2_100")
-VARIANTS = ("ours", "mindcv", "mindcv_isa", "timm", "timm_cl", "ours_noisa", "ours_nokern")
-DEFAULT_VARIANTS = ("ours", "mindcv", "mindcv_isa", "timm", "timm_cl")
+PEERS = ("mindcv_isa", "timm", "timm_cl", "mindcv")  # the other ways to run the network: best-peer candidates
+ABLATIONS = ("ours_noisa", "ours_nokern")  # ours with one of its speed settings undone
+VARIANTS = ("ours",) + PEERS + ABLATIONS
+DEFAULT_VARIANTS = ("ours",) + PEERS
 MINDSPORE_VARIANTS = ("ours", "ours_noisa", "ours_nokern", "mindcv", "mindcv_isa")
+PHASES = ("train", "infer", "latency")
+LABELS = {
+    "ours": "ours",
+    "mindcv_isa": "mindcv + ISA fix",
+    "timm": "timm fp32",
+    "timm_cl": "timm channels_last",
+    "mindcv": "mindcv as shipped",
+    "ours_noisa": "ours without ISA cap",
+    "ours_nokern": "ours without compiled kernels",
+}
+PUBLISHED_MIN_STEPS = 10  # training steps per round below which a run is a smoke test, not a result
+BUSY_SHARE = 0.05  # share of the CPU lost to other work in a round above which the round counts as busy
 
 
 def find_recipe(model: str, configs: str = os.path.join(ROOT, "configs")) -> str:
@@ -112,48 +141,26 @@ def summarize(values: list, scale: float = 1.0) -> dict:
     return {"median": statistics.median(values) * scale, "min": min(values) * scale, "max": max(values) * scale}
 
 
-def timed_rounds(
-    run_once: Callable[[], None], warmup: int, repeats: int, min_repeat_s: float, max_steps: int = 50
-) -> dict:
-    """Time ``run_once`` (which must block until its result exists): first call, ``warmup`` more,
-    then ``repeats`` rounds of n calls, n chosen from the warm-up so a round lasts ``min_repeat_s``.
-    Returns seconds: first call, per-call median/min/max over rounds, n."""
-    start = time.perf_counter()
-    run_once()
-    first = time.perf_counter() - start
-    warm = []
-    for _ in range(warmup):
-        start = time.perf_counter()
-        run_once()
-        warm.append(time.perf_counter() - start)
-    per_call = min(warm) if warm else first
-    n = max(1, min(max_steps, math.ceil(min_repeat_s / max(per_call, 1e-6))))
-    rounds, cpu = [], []
-    for _ in range(repeats):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        for _ in range(n):
-            run_once()
-        rounds.append((time.perf_counter() - start) / n)
-        cpu.append((time.process_time() - cpu_start) / n)
-    # CPU seconds (all threads) per call: less sensitive than wall time to other processes
-    # sharing the cores, so ratios between runs on a busy machine stay readable.
-    return {"first_s": first, "per_call_s": summarize(rounds), "cpu_s_per_call": summarize(cpu), "calls_per_round": n}
-
-
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
+def fixed_rounds(run_once: Callable[[], object], warmup: int, repeats: int, steps: int) -> dict:
+    """``run_once`` (which must block until its result exists) once untimed, ``warmup`` more, then
+    ``repeats`` rounds of ``steps`` calls: seconds per call of every round, wall and CPU."""
+    for _ in range(1 + warmup):
+        run_once()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        for _ in range(steps):
+            run_once()
+        wall.append((time.perf_counter() - start) / steps)
+        cpu.append((time.process_time() - cpu_start) / steps)
+    return {"wall_s": wall, "cpu_s": cpu}
+
+
 # ------------------------------------------------------------------------------------ workers
-def _throughput(rounds: dict, batch: int) -> dict:
-    per, cpu = rounds["per_call_s"], rounds["cpu_s_per_call"]
-    return {
-        "ms_per_step": summarize([per["median"], per["min"], per["max"]], 1000.0),
-        "img_per_s": {"median": batch / per["median"], "min": batch / per["max"], "max": batch / per["min"]},
-        "cpu_ms_per_step": summarize([cpu["median"], cpu["min"], cpu["max"]], 1000.0),
-    }
-
-
 def bench_config(args, **overrides):
     """The model's recipe as the benchmark runs it: its loss, optimizer and precision at the
     benchmark's batch and image size, CPU graph mode, one process, random weights."""
@@ -173,7 +180,8 @@ def bench_config(args, **overrides):
     return load_config(args.recipe or find_recipe(args.model), {**values, **overrides})
 
 
-def _worker_mindspore(args) -> dict:
+def _setup_mindspore(args):
+    """Build ``args.variant``'s network and train step; (facts about the run, prepare(phase))."""
     if args.variant.startswith("ours") or args.variant == "mindcv_isa":
         import mindcv_mobile  # noqa: F401  (first: the package's ISA rule, before MindSpore loads)
     import mindspore as ms
@@ -182,10 +190,12 @@ def _worker_mindspore(args) -> dict:
 
     from mindcv_mobile import build, runtime
 
-    # train.py's objects through its build step; the LR schedule spans the timed steps (no warmup).
-    cfg = bench_config(args, epoch_size=1, warmup_epochs=0, decay_epochs=1)
+    # train.py's objects through its build step; the LR schedule (--lr, no warmup) outlasts every
+    # step the worker can be asked for.
+    cfg = bench_config(args, epoch_size=1, warmup_epochs=0, decay_epochs=1, lr=args.lr)
     precision = build.build_precision(cfg, "CPU")
-    if args.variant.startswith("ours"):
+    ours = args.variant.startswith("ours")
+    if ours:
         rt = runtime.init_runtime(cfg)  # the entry points' defaults: device, mode, threads, seed
         # The compiled kernels as training uses them (off in ours_nokern: MINDCV_MOBILE_CPU_KERNELS=0).
         net = build.build_model(cfg, cpu_kernels=rt.cpu_kernels, amp_level=precision.amp_level)
@@ -201,96 +211,43 @@ def _worker_mindspore(args) -> dict:
             net = ms.amp.auto_mixed_precision(net, precision.amp_level)
         threads = None  # MindSpore's default
     params = sum(int(np.prod(p.shape)) for p in net.get_parameters())
-    optimizer = build.build_optimizer(cfg, net, build.build_lr_schedule(cfg, steps_per_epoch=1000))
+    schedule_steps = max(1000, 1 + args.warmup + args.repeats * args.steps)
+    optimizer = build.build_optimizer(cfg, net, build.build_lr_schedule(cfg, steps_per_epoch=schedule_steps))
     train_step = build.build_train_step(cfg, net, optimizer, precision)
-    train_step.set_train(True)
     rng = np.random.default_rng(0)
     size = args.image_size
     x = Tensor(rng.standard_normal((args.batch_size, 3, size, size), dtype=np.float32))
     y = Tensor(rng.integers(0, cfg.num_classes, args.batch_size).astype(np.int32))
+    eval_inputs = {
+        "infer": Tensor(rng.standard_normal((args.infer_batch, 3, size, size), dtype=np.float32)),
+        "latency": Tensor(rng.standard_normal((1, 3, size, size), dtype=np.float32)),
+    }
 
-    start = time.perf_counter()
-    train_step.compile(x, y)
-    compile_s = time.perf_counter() - start
-    train = timed_rounds(lambda: train_step(x, y).asnumpy(), args.warmup, args.repeats, args.min_repeat_s)
-    rss = peak_rss_mb()
+    def train_once() -> float:
+        out = train_step(x, y)
+        return float((out[0] if isinstance(out, tuple) else out).asnumpy())
 
-    net.set_train(False)
-    xb = Tensor(rng.standard_normal((args.infer_batch, 3, size, size), dtype=np.float32))
-    infer = timed_rounds(lambda: net(xb).asnumpy(), args.warmup, args.repeats, args.min_repeat_s)
-    x1 = Tensor(rng.standard_normal((1, 3, size, size), dtype=np.float32))
-    latency = timed_rounds(lambda: net(x1).asnumpy(), args.warmup, args.repeats, args.min_repeat_s)
-    return {
+    def prepare(phase: str):
+        if phase == "train":
+            train_step.set_train(True)
+            start = time.perf_counter()
+            train_step.compile(x, y)
+            return train_once, {"compile_s": time.perf_counter() - start}
+        net.set_train(False)
+        data = eval_inputs[phase]
+        return (lambda: net(data).asnumpy()), {}
+
+    info = {
         "params_m": params / 1e6,
         "threads": threads,
         "amp_level": precision.amp_level,
-        "train": dict(
-            _throughput(train, args.batch_size),
-            compile_s=compile_s,
-            first_step_s=compile_s + train["first_s"],
-            steps_per_round=train["calls_per_round"],
-        ),
-        "peak_rss_mb": rss,
-        "infer": dict(_throughput(infer, args.infer_batch), compile_s=infer["first_s"], batch_size=args.infer_batch),
-        "latency_b1_ms": dict(
-            summarize([latency["per_call_s"][k] for k in ("median", "min", "max")], 1000.0),
-            compile_s=latency["first_s"],
-        ),
         "isa": os.environ.get(ISA_ENV, "unset"),
         "isa_setting": runtime.ISA_SETTING if args.variant in ("ours", "ours_nokern", "mindcv_isa") else None,
-        "cpu_kernels": bool(runtime.CPU_SETTINGS.get("cpu_kernels")) if args.variant.startswith("ours") else False,
+        "cpu_kernels": bool(runtime.CPU_SETTINGS.get("cpu_kernels")) if ours else False,
+        "framework": f"MindSpore {ms.__version__}",
+        "memory_format": "NCHW",
     }
-
-
-def _worker_paired(args) -> dict:
-    """Our model and mindcv's in one process under this package's defaults (ISA cap, threads),
-    their training steps alternated round by round: whatever else runs on the machine slows
-    both alike, so the ratio holds on a busy machine where separate runs do not."""
-    import mindcv_mobile  # noqa: F401  (first: the package's ISA rule, before MindSpore loads)
-
-    # isort: split
-    import mindcv
-    import numpy as np
-    from mindspore import Tensor
-
-    from mindcv_mobile import build, runtime
-
-    cfg = bench_config(args)
-    rt = runtime.init_runtime(cfg)
-    precision = build.build_precision(cfg, "CPU")
-    rng = np.random.default_rng(0)
-    x = Tensor(rng.standard_normal((args.batch_size, 3, args.image_size, args.image_size), dtype=np.float32))
-    y = Tensor(rng.integers(0, cfg.num_classes, args.batch_size).astype(np.int32))
-    steps = {}
-    for name, net in (
-        ("ours", build.build_model(cfg, cpu_kernels=rt.cpu_kernels)),
-        ("mindcv_isa", mindcv.models.create_model(cfg.model, num_classes=cfg.num_classes)),
-    ):
-        # The same optimizer and step for both (a constant LR: only the step's cost is measured).
-        step = build.build_train_step(cfg, net, build.build_optimizer(cfg, net, cfg.lr), precision)
-        step.set_train(True)
-        for _ in range(1 + args.warmup):
-            step(x, y).asnumpy()
-        steps[name] = step
-    wall: dict = {name: [] for name in steps}
-    cpu: dict = {name: [] for name in steps}
-    for _ in range(max(3, 2 * args.repeats)):
-        for name, step in steps.items():
-            start, cpu_start = time.perf_counter(), time.process_time()
-            step(x, y).asnumpy()
-            wall[name].append(time.perf_counter() - start)
-            cpu[name].append(time.process_time() - cpu_start)
-    out = {
-        name: {
-            "img_per_s": summarize([args.batch_size / t for t in wall[name]]),
-            "cpu_ms_per_step": summarize(cpu[name], 1000.0),
-        }
-        for name in steps
-    }
-    out["train_vs_mindcv_isa"] = statistics.median(wall["mindcv_isa"]) / statistics.median(wall["ours"])
-    out["train_cpu_vs_mindcv_isa"] = statistics.median(cpu["mindcv_isa"]) / statistics.median(cpu["ours"])
-    out["steps_each"] = len(wall["ours"])
-    return out
+    return info, prepare
 
 
 def _import_timm():
@@ -346,10 +303,13 @@ def _import_timm():
     return timm
 
 
-def _worker_timm(args) -> dict:
+def _setup_timm(args):
+    """timm's network, loss and optimizer in PyTorch; (facts about the run, prepare(phase))."""
     import torch
 
     timm = _import_timm()
+    # the stand-in of _import_timm has no version
+    torchvision = getattr(sys.modules.get("torchvision"), "__version__", None) or "stub"
     name = timm_name(args.model)
     if name not in timm.list_models(name):
         raise ValueError(f"timm has no model {name!r} (for {args.model})")
@@ -370,50 +330,97 @@ def _worker_timm(args) -> dict:
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=float(recipe.get("label_smoothing", 0.0)))
     optimizer = torch.optim.SGD(
         net.parameters(),
-        lr=float(recipe.get("lr", 0.1)),
+        lr=args.lr,  # as the MindSpore variants: the recipe's value diverges without its warmup
         momentum=float(recipe.get("momentum", 0.9)),
         weight_decay=float(recipe.get("weight_decay", 0.0)),
     )
     size = args.image_size
     x = torch.randn(args.batch_size, 3, size, size).contiguous(memory_format=fmt)
     y = torch.randint(0, 1000, (args.batch_size,))
-    net.train()
+    eval_inputs = {
+        "infer": torch.randn(args.infer_batch, 3, size, size).contiguous(memory_format=fmt),
+        "latency": torch.randn(1, 3, size, size).contiguous(memory_format=fmt),
+    }
 
-    def step():
+    def train_once() -> float:
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(net(x), y)
         loss.backward()
         optimizer.step()
-        loss.item()
+        return loss.item()
 
-    train = timed_rounds(step, args.warmup, args.repeats, args.min_repeat_s)
-    rss = peak_rss_mb()
-    net.eval()
-    xb = torch.randn(args.infer_batch, 3, size, size).contiguous(memory_format=fmt)
-    x1 = torch.randn(1, 3, size, size).contiguous(memory_format=fmt)
-    with torch.inference_mode():
-        infer = timed_rounds(lambda: net(xb).sum().item(), args.warmup, args.repeats, args.min_repeat_s)
-        latency = timed_rounds(lambda: net(x1).sum().item(), args.warmup, args.repeats, args.min_repeat_s)
-    return {
+    def prepare(phase: str):
+        if phase == "train":
+            net.train()
+            return train_once, {"compile_s": None}  # eager: nothing to compile
+        net.eval()
+        data = eval_inputs[phase]
+
+        def infer_once():
+            with torch.inference_mode():
+                return net(data).numpy()
+
+        return infer_once, {}
+
+    info = {
         "params_m": params / 1e6,
         "threads": torch.get_num_threads(),
         "amp_level": "fp32",
-        "train": dict(
-            _throughput(train, args.batch_size),
-            compile_s=None,
-            first_step_s=train["first_s"],
-            steps_per_round=train["calls_per_round"],
-        ),
-        "peak_rss_mb": rss,
-        "infer": dict(_throughput(infer, args.infer_batch), compile_s=None, batch_size=args.infer_batch),
-        "latency_b1_ms": dict(
-            summarize([latency["per_call_s"][k] for k in ("median", "min", "max")], 1000.0), compile_s=None
-        ),
         "isa": os.environ.get(ISA_ENV, "unset"),
         "isa_setting": None,
-        "framework_version": f"torch {torch.__version__}, timm {timm.__version__}",
+        "cpu_kernels": False,
+        "framework": f"torch {torch.__version__}, timm {timm.__version__}, torchvision {torchvision}",
         "memory_format": "channels_last" if channels_last else "NCHW",
     }
+    return info, prepare
+
+
+def serve(args) -> int:
+    """The worker of one variant: build it, then answer the driver's requests, one JSON line
+    each, until it says exit. ``prepare``: switch to a phase, run its first call (compiling)
+    and ``--warmup`` more, untimed; ``run``: time ``steps`` calls of that phase."""
+    replies = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # what the libraries print goes to the log, not into the replies
+
+    def send(message: dict) -> None:
+        replies.write(json.dumps(message) + "\n")
+        replies.flush()
+
+    setup = _setup_timm if args.variant in ("timm", "timm_cl") else _setup_mindspore
+    info, prepare = setup(args)
+    send(dict(info, variant=args.variant, model=args.model, pid=os.getpid()))
+    calls: dict = {}
+    while True:
+        line = sys.stdin.readline()
+        request = json.loads(line) if line.strip() else {"cmd": "exit"}
+        if request["cmd"] == "exit":
+            return 0
+        phase = request["phase"]
+        try:
+            if request["cmd"] == "prepare":
+                call, facts = prepare(phase)
+                start = time.perf_counter()
+                out = call()
+                first = time.perf_counter() - start
+                warmup = []
+                for _ in range(args.warmup):
+                    start = time.perf_counter()
+                    call()
+                    warmup.append(time.perf_counter() - start)
+                calls[phase] = call
+                shape = list(getattr(out, "shape", ())) or None
+                send(dict(facts, first_s=first, warmup_s=warmup, output_shape=shape, peak_rss_mb=peak_rss_mb()))
+            else:
+                call, steps = calls[phase], int(request["steps"])
+                start, cpu_start = time.perf_counter(), time.process_time()
+                for _ in range(steps):
+                    out = call()
+                wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+                loss = out if isinstance(out, float) else None
+                send(dict(steps=steps, wall_s=wall / steps, cpu_s=cpu / steps, loss=loss, peak_rss_mb=peak_rss_mb()))
+        except Exception as err:  # the driver records it and ends the duel
+            send({"error": f"{type(err).__name__}: {err}"})
+            raise
 
 
 def write_jpeg_tree(root: str, images: int, classes: int = 10, size=(500, 375), seed: int = 0) -> str:
@@ -471,14 +478,16 @@ def _worker_pipeline(args) -> dict:
         except StopIteration:  # end of an epoch; the iterator goes on with the next one
             return next(iterator)
 
-    rounds = timed_rounds(next_batch, args.warmup + 2, args.repeats, args.min_repeat_s, max_steps=200)
+    rounds = fixed_rounds(next_batch, args.warmup + 2, args.repeats, args.pipeline_batches)
     return {
         "workers": workers,
         "images": dataset.get_dataset_size(),
         "data_dir": cfg.data_dir,
         "augment": f"RandomCropDecodeResize({cfg.image_resize}, scale {tuple(cfg.scale)}) + hflip {cfg.hflip} + "
         f"ColorJitter {cfg.color_jitter} + normalize + HWC2CHW, batch {cfg.batch_size}",
-        **_throughput(rounds, cfg.batch_size),
+        "batches_per_round": args.pipeline_batches,
+        "round_s_per_batch": rounds["wall_s"],
+        "img_per_s": summarize([cfg.batch_size / t for t in rounds["wall_s"]]),
     }
 
 
@@ -504,6 +513,7 @@ def _worker_e2e(args) -> dict:
                 pretrained=False,
                 ckpt_path="",
                 epoch_size=epochs,
+                lr=args.lr,
                 warmup_epochs=0,
                 decay_epochs=epochs,
                 num_samples=steps * args.batch_size,
@@ -519,6 +529,7 @@ def _worker_e2e(args) -> dict:
     timed = [row["img_per_s"] for row in result.history[1:]]
     return {
         "img_per_s": summarize(timed),
+        "epoch_img_per_s": [row["img_per_s"] for row in result.history],
         "epochs": epochs,
         "steps_per_epoch": steps,
         "total_s": total,
@@ -529,15 +540,12 @@ def _worker_e2e(args) -> dict:
 
 
 def worker_main(args) -> dict:
+    """The one-shot measurements (one process, result in a file): pipeline and e2e."""
     if args.variant == "pipeline":
         return _worker_pipeline(args)
     if args.variant == "e2e":
         return _worker_e2e(args)
-    if args.variant == "paired":
-        return _worker_paired(args)
-    if args.variant in ("timm", "timm_cl"):
-        return _worker_timm(args)
-    return _worker_mindspore(args)
+    raise ValueError(f"one-shot worker must be 'pipeline' or 'e2e', got {args.variant!r}")
 
 
 # ------------------------------------------------------------------------------------ driver
@@ -552,57 +560,197 @@ def variant_env(variant: str) -> dict:
 
 
 def available(variant: str) -> Optional[str]:
-    """None if ``variant`` can run here, else why not."""
+    """None if ``variant`` can run here, else why not (naming the missing package)."""
     if variant.startswith("mindcv") and util.find_spec("mindcv") is None:
         return "mindcv is not installed (pip install mindcv==0.3.0 --no-deps)"
-    if variant.startswith("timm") and (util.find_spec("timm") is None or util.find_spec("torch") is None):
-        return "timm/torch are not installed (pip install -e .[bench])"
+    if variant.startswith("timm"):
+        for package, how in (
+            ("torch", "pip install torch==2.13.0+cpu --index-url https://download.pytorch.org/whl/cpu"),
+            ("timm", "pip install timm==1.0.31 --no-deps"),
+        ):
+            if util.find_spec(package) is None:
+                return f"{package} is not installed ({how})"
     return None
 
 
+def worker_options(args) -> list:
+    """The options a worker process needs from the driver's."""
+    keys = ("models", "batch_size", "image_size", "infer_batch", "warmup", "repeats", "steps", "e2e_steps", "lr")
+    keys += (
+        ("pipeline_batches", "workers")
+        + (("recipe",) if args.recipe else ())
+        + (("data_dir",) if args.data_dir else ())
+    )
+    return [item for key in keys for item in ("--" + key.replace("_", "-"), str(getattr(args, key)))]
+
+
+class WorkerError(RuntimeError):
+    pass
+
+
+class Worker:
+    """One variant's measuring process (``bench.py --serve``), driven over a pipe. ``info``: what
+    it reported after building (params, ISA, threads, ...); ``request(cmd=..., ...)``: one answer."""
+
+    def __init__(self, args, variant: str, model: str):
+        self.variant, self.model, self.timeout = variant, model, args.timeout
+        self.log = tempfile.TemporaryFile()
+        cmd = [sys.executable, os.path.abspath(__file__), "--serve", "--variant", variant, "--model", model]
+        start = time.perf_counter()
+        self.proc = subprocess.Popen(
+            cmd + worker_options(args),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            env=variant_env(variant),
+            cwd=ROOT,
+        )
+        self._pending = b""
+        try:
+            self.info = self._receive()
+        except WorkerError:
+            self.close()
+            raise
+        self.info["startup_s"] = time.perf_counter() - start
+
+    def request(self, **command) -> dict:
+        try:
+            self.proc.stdin.write((json.dumps(command) + "\n").encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise WorkerError(self._died()) from None
+        return self._receive()
+
+    def _receive(self) -> dict:
+        fd, deadline = self.proc.stdout.fileno(), time.monotonic() + self.timeout
+        while b"\n" not in self._pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.proc.kill()
+                raise WorkerError(f"{self.variant} worker ({self.model}) gave no answer within {self.timeout:.0f} s")
+            if select.select([fd], [], [], left)[0]:
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    raise WorkerError(self._died())
+                self._pending += chunk
+        line, self._pending = self._pending.split(b"\n", 1)
+        reply = json.loads(line)
+        if "error" in reply:
+            raise WorkerError(f"{self.variant} worker ({self.model}): {reply['error']}")
+        return reply
+
+    def _died(self) -> str:
+        try:
+            code = self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self.log.seek(0)
+        tail = [line for line in self.log.read().decode(errors="replace").splitlines() if line.strip()][-3:]
+        return f"{self.variant} worker ({self.model}) exited with code {code}: {' | '.join(tail)[-600:]}"
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system, all threads) the process has used so far."""
+        try:
+            with open(f"/proc/{self.proc.pid}/stat", encoding="utf-8") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return float("nan")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write(b'{"cmd": "exit"}\n')
+                self.proc.stdin.flush()
+                self.proc.wait(timeout=60)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout, self.log):
+            try:
+                stream.close()
+            except OSError:  # unflushed input to a process that is gone
+                pass
+
+
+def machine_cpu() -> Optional[tuple]:
+    """(busy, steal) CPU seconds of the whole machine so far, from /proc/stat."""
+    try:
+        with open("/proc/stat", encoding="utf-8") as f:
+            ticks = [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
+    hz = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / hz, steal / hz
+
+
+def foreign_load(before: tuple, after: tuple, seconds: float) -> dict:
+    """Shares of the machine's CPU capacity over a round (cores x seconds) used by processes other
+    than the duel's workers, and lost to the hypervisor (steal); both ~0 on a quiet machine.
+    ``before``/``after``: ({worker: its CPU seconds}, machine_cpu())."""
+    if before[1] is None or after[1] is None or seconds <= 0:
+        return {"others_cpu_share": None, "steal_share": None}
+    capacity = seconds * cpu_cores()
+    workers = sum(after[0][n] - before[0][n] for n in before[0])
+    others = after[1][0] - before[1][0] - workers
+    return {"others_cpu_share": max(0.0, others) / capacity, "steal_share": (after[1][1] - before[1][1]) / capacity}
+
+
+def phase_steps(args, phase: str) -> int:
+    return {"train": args.steps, "infer": args.infer_steps, "latency": args.latency_steps}[phase]
+
+
+def run_duel(args, model: str, peer: Optional[str]) -> dict:
+    """Ours and ``peer`` (None: ours alone) in two processes, rounds alternated ours, peer, ...;
+    every reply of both, as the JSON keeps it."""
+    names = ("ours", peer) if peer else ("ours",)
+    record: dict = {"model": model, "peer": peer, "loadavg_before": _loadavg(), "workers": {}}
+    workers: dict = {}
+    label = f"{model}: ours vs {peer}" if peer else f"{model}: ours"
+    print(f"[bench] {label} ...", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    try:
+        for name in names:  # one after the other: neither builds or compiles while the other does
+            workers[name] = Worker(args, name, model)
+            record["workers"][name] = {"info": workers[name].info, "prepare": {}, "rounds": {p: [] for p in PHASES}}
+        for phase in PHASES:
+            for name, worker in workers.items():
+                record["workers"][name]["prepare"][phase] = worker.request(cmd="prepare", phase=phase)
+            for _ in range(args.repeats):
+                for name, worker in workers.items():
+                    before = {n: w.cpu_s() for n, w in workers.items()}, machine_cpu()
+                    round_start = time.perf_counter()
+                    reply = worker.request(cmd="run", phase=phase, steps=phase_steps(args, phase))
+                    seconds = time.perf_counter() - round_start
+                    after = {n: w.cpu_s() for n, w in workers.items()}, machine_cpu()
+                    reply["idle_peer_cpu_s"] = sum(after[0][n] - before[0][n] for n in workers if n != name)
+                    reply.update(foreign_load(before, after, seconds))
+                    record["workers"][name]["rounds"][phase].append(reply)
+    except WorkerError as err:
+        record["error"] = str(err)
+    finally:
+        for worker in workers.values():
+            worker.close()
+    record["loadavg_after"] = _loadavg()
+    record["wall_s"] = time.perf_counter() - start
+    print(f"[bench] {label}: {brief_duel(record)}", file=sys.stderr, flush=True)
+    return record
+
+
 def run_worker(args, variant: str, model: Optional[str]) -> dict:
-    """Run one measurement in a fresh interpreter; its result or {'error': ...}."""
+    """Run a one-shot measurement (pipeline, e2e) in a fresh interpreter; its result or {'error': ...}."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         result_file = f.name
-    cmd = [
-        sys.executable,
-        os.path.abspath(__file__),
-        "--worker",
-        "--variant",
-        variant,
-        "--result-file",
-        result_file,
-        "--models",
-        args.models,
-        "--batch-size",
-        str(args.batch_size),
-        "--image-size",
-        str(args.image_size),
-        "--infer-batch",
-        str(args.infer_batch),
-        "--warmup",
-        str(args.warmup),
-        "--repeats",
-        str(args.repeats),
-        "--min-repeat-s",
-        str(args.min_repeat_s),
-        "--e2e-steps",
-        str(args.e2e_steps),
-        "--workers",
-        str(args.workers or 0),
-    ]
-    if model:
-        cmd += ["--model", model]
-    if args.recipe:
-        cmd += ["--recipe", args.recipe]
-    if args.data_dir:
-        cmd += ["--data-dir", args.data_dir]
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--variant", variant, "--result-file", result_file]
+    cmd += worker_options(args) + (["--model", model] if model else [])
     label = f"{model or '-'} / {variant}"
     print(f"[bench] {label} ...", file=sys.stderr, flush=True)
     start = time.perf_counter()
     try:
         proc = subprocess.run(
-            cmd, env=variant_env(variant), cwd=ROOT, capture_output=True, text=True, timeout=args.timeout
+            cmd, env=variant_env("ours"), cwd=ROOT, capture_output=True, text=True, timeout=args.timeout
         )
         with open(result_file, encoding="utf-8") as f:
             text = f.read()
@@ -615,21 +763,120 @@ def run_worker(args, variant: str, model: Optional[str]) -> dict:
     finally:
         os.unlink(result_file)
     result.update(variant=variant, model=model, wall_s=time.perf_counter() - start)
-    print(f"[bench] {label}: {brief(result)}", file=sys.stderr, flush=True)
+    shown = "ERROR " + result["error"] if "error" in result else f"{result['img_per_s']['median']:.1f} img/s"
+    print(f"[bench] {label}: {shown}", file=sys.stderr, flush=True)
     return result
 
 
-def brief(r: dict) -> str:
-    if "error" in r:
-        return "ERROR " + r["error"]
-    if "train_vs_mindcv_isa" in r:
-        return f"ours/mindcv+ISA fix {r['train_vs_mindcv_isa']:.2f}x (wall), {r['train_cpu_vs_mindcv_isa']:.2f}x (CPU)"
-    if "train" in r:
-        return (
-            f"train {r['train']['img_per_s']['median']:.1f} img/s, infer {r['infer']['img_per_s']['median']:.1f} "
-            f"img/s, b1 {r['latency_b1_ms']['median']:.1f} ms, rss {r['peak_rss_mb']:.0f} MB"
-        )
-    return f"{r['img_per_s']['median']:.1f} img/s"
+# ------------------------------------------------------------------------------------ results
+def paired_ratios(duel: dict, phase: str) -> Optional[dict]:
+    """Ours' speed over the peer's, round by round: the peer's seconds per call in round k over
+    ours' in round k (run just before it). Median/min/max, every value, and the same by CPU time."""
+    sides = duel["workers"]
+    if not duel.get("peer") or duel["peer"] not in sides or "ours" not in sides:
+        return None
+    pairs = list(zip(sides["ours"]["rounds"][phase], sides[duel["peer"]]["rounds"][phase]))
+    if not pairs:
+        return None
+    wall = [theirs["wall_s"] / ours["wall_s"] for ours, theirs in pairs]
+    cpu = [theirs["cpu_s"] / ours["cpu_s"] for ours, theirs in pairs if ours["cpu_s"] > 0]
+    return dict(summarize(wall), per_round=wall, rounds=len(wall), cpu=summarize(cpu) if cpu else None)
+
+
+def compute_ratios(duels: list) -> dict:
+    """{model: {phase: {"vs": {peer: paired ratios}, "best_peer": the peer of lowest median ratio}}}."""
+    out: dict = {}
+    for duel in duels:
+        for phase in PHASES:
+            ratios = paired_ratios(duel, phase)
+            if ratios:
+                out.setdefault(duel["model"], {}).setdefault(phase, {"vs": {}})["vs"][duel["peer"]] = ratios
+    for by_phase in out.values():
+        for entry in by_phase.values():
+            peers = [p for p in entry["vs"] if p in PEERS]
+            entry["best_peer"] = min(peers, key=lambda p: entry["vs"][p]["median"]) if peers else None
+    return out
+
+
+def variant_summary(duels: list, model: str, variant: str, batch: dict) -> Optional[dict]:
+    """One variant's figures for one model over every duel it ran in (ours: all of them):
+    median/min/max over all its rounds; compile and first step: median over its processes."""
+    sides = [d["workers"][variant] for d in duels if d["model"] == model and variant in d["workers"]]
+    if not sides:
+        return None
+    out = dict(sides[0]["info"], processes=len(sides))
+    for phase in PHASES:
+        prepared = [s["prepare"][phase] for s in sides if phase in s["prepare"]]
+        rounds = [r for s in sides for r in s["rounds"][phase]]
+        if not prepared or not rounds:
+            continue
+        compile_s = [p["compile_s"] for p in prepared if p.get("compile_s") is not None]
+        wall = [r["wall_s"] for r in rounds]
+        out[phase] = {
+            "ms_per_call": summarize(wall, 1000.0),
+            "img_per_s": summarize([batch[phase] / t for t in wall]),
+            "cpu_ms_per_call": summarize([r["cpu_s"] for r in rounds], 1000.0),
+            "rounds": len(rounds),
+            "steps_per_round": rounds[0]["steps"],
+            "first_call_s": statistics.median(p["first_s"] for p in prepared),
+            "compile_s": statistics.median(compile_s) if compile_s else None,
+            "output_shape": prepared[0].get("output_shape"),
+        }
+    if "train" in out:
+        train = out["train"]
+        train["first_step_s"] = (train["compile_s"] or 0.0) + train["first_call_s"]
+        # after the training rounds, before any inference graph: the memory training needs
+        out["peak_rss_mb"] = max(s["rounds"]["train"][-1]["peak_rss_mb"] for s in sides if s["rounds"]["train"])
+    return out
+
+
+def summarize_variants(duels: list, models: list, variants: list, args) -> dict:
+    batch = {"train": args.batch_size, "infer": args.infer_batch, "latency": 1}
+    out: dict = {}
+    for model in models:
+        for variant in variants:
+            summary = variant_summary(duels, model, variant, batch)
+            if summary:
+                out.setdefault(model, {})[variant] = summary
+    return out
+
+
+def quiet_check(duels: list) -> dict:
+    """Over every timed round: the most CPU seconds a waiting worker used during the other's round
+    (~0: it took no cores), and the median and largest share of the machine's CPU used by other
+    processes and lost to the hypervisor (steal). Numbers from a busy machine are not results."""
+    rounds = [r for d in duels for side in d["workers"].values() for phase in PHASES for r in side["rounds"][phase]]
+
+    def values(key):
+        return [r[key] for r in rounds if r.get(key) is not None and r[key] == r[key]]  # not None, not nan
+
+    out = {"idle_peer_cpu_s_max": max(values("idle_peer_cpu_s"), default=None)}
+    for key in ("others_cpu_share", "steal_share"):
+        found = values(key)
+        out[key] = {"median": statistics.median(found), "max": max(found)} if found else None
+    taken = [a + b for a, b in zip(values("others_cpu_share"), values("steal_share"))]
+    out["nonfinite_losses"] = sorted(
+        {
+            f"{d['model']} / {name}"
+            for d in duels
+            for name, side in d["workers"].items()
+            for r in side["rounds"]["train"]
+            if r.get("loss") is not None and not math.isfinite(r["loss"])
+        }
+    )
+    out["rounds"], out["rounds_busy"] = len(taken), sum(t > BUSY_SHARE for t in taken)
+    return out
+
+
+def brief_duel(record: dict) -> str:
+    parts = []
+    for phase in PHASES:
+        ratios = paired_ratios(record, phase)
+        if ratios:
+            parts.append(f"{phase} {_x(ratios)}")
+    if "error" in record:
+        parts.append("ERROR " + record["error"])
+    return ", ".join(parts) or "done"
 
 
 def environment() -> dict:
@@ -639,33 +886,48 @@ def environment() -> dict:
         except metadata.PackageNotFoundError:
             return None
 
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in open("/proc/cpuinfo", encoding="utf-8")
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    flags = next(
-        (line.split(":", 1)[1].split() for line in open("/proc/cpuinfo", encoding="utf-8") if line.startswith("flags")),
-        [],
-    )
+    def cpuinfo(key):
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as f:
+                return next((line.split(":", 1)[1].strip() for line in f if line.startswith(key)), "")
+        except OSError:
+            return ""
+
+    try:
+        memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        memory_gb = None
     return {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "cpu": cpu,
+        "cpu": cpuinfo("model name") or platform.processor(),
         "cores": cpu_cores(),
-        "avx512": "avx512f" in flags,
+        "avx512": "avx512f" in cpuinfo("flags").split(),
+        "memory_gb": None if memory_gb is None else round(memory_gb, 1),
+        "kernel": platform.release(),
         "python": platform.python_version(),
         "mindspore": version("mindspore"),
         "mindcv": version("mindcv"),
         "torch": version("torch"),
         "timm": version("timm"),
+        "torchvision": version("torchvision"),
+        "numpy": version("numpy"),
+        "checkout": _checkout(),
         "device": "CPU",
         "user_isa_env": BASE_ENV.get(ISA_ENV),
         "loadavg_start": _loadavg(),
-        "command": "python benchmarks/bench.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/bench.py " + shlex.join(sys.argv[1:]),
     }
+
+
+def _checkout() -> Optional[str]:
+    """The source tree's commit, '+ local changes' when it differs from it; None outside git."""
+    try:
+        run = dict(cwd=ROOT, capture_output=True, text=True, timeout=30, check=True)
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], **run).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], **run).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + (" + local changes" if dirty else "")
 
 
 def _loadavg() -> Optional[list]:
@@ -681,138 +943,153 @@ def _fmt(stats: Optional[dict], digits: int = 1) -> str:
     return f"{stats['median']:.{digits}f} ({stats['min']:.{digits}f}-{stats['max']:.{digits}f})"
 
 
-def ratio(a: Optional[dict], b: Optional[dict], key: str) -> Optional[float]:
-    try:
-        return a[key]["img_per_s"]["median"] / b[key]["img_per_s"]["median"]
-    except (KeyError, TypeError, ZeroDivisionError):
-        return None
+def _x(stats: Optional[dict]) -> str:
+    return "-" if not stats else f"{stats['median']:.2f}x ({stats['min']:.2f}-{stats['max']:.2f})"
+
+
+def quiet_line(quiet: dict) -> str:
+    """How quiet the machine was during the timed rounds, and a warning when it was not."""
+    others, steal, idle = quiet.get("others_cpu_share"), quiet.get("steal_share"), quiet.get("idle_peer_cpu_s_max")
+    if not others:
+        return "Machine load during the rounds: not measured (no /proc/stat)."
+    text = (
+        f"Machine load during the timed rounds: other processes used {100 * others['median']:.1f} % of the CPU "
+        f"(median over rounds; at most {100 * others['max']:.1f} %), the hypervisor took "
+        f"{100 * steal['median']:.1f} % (at most {100 * steal['max']:.1f} %)"
+        + ("" if idle is None else f"; a waiting worker used at most {idle:.2f} CPU s during the other's round")
+        + f"; {quiet['rounds_busy']} of {quiet['rounds']} rounds lost over {100 * BUSY_SHARE:.0f} % of the CPU."
+    )
+    if quiet.get("nonfinite_losses"):
+        text += f" **Non-finite training loss in: {', '.join(quiet['nonfinite_losses'])}.**"
+    if others["median"] + steal["median"] > BUSY_SHARE:
+        text += (
+            f" **Busy machine (a typical round lost over {100 * BUSY_SHARE:.0f} % of the CPU to other work): "
+            "absolute figures are unreliable and ratios may be skewed; not a result.**"
+        )
+    return text
+
+
+def _ratio_table(report: dict, phase: str, lead: str) -> list:
+    peers = [v for v in report["variants"] if v != "ours" and v not in report["skipped"]]
+    head = f"| model | {lead} | best peer | ours / best peer | " + " | ".join(f"ours / {LABELS[p]}" for p in peers)
+    lines = [head + " |", "|---" * (4 + len(peers)) + "|"]
+    for model, by_phase in report["ratios"].items():
+        entry = by_phase.get(phase)
+        if not entry:
+            continue
+        ours = report["summary"].get(model, {}).get("ours", {}).get(phase, {})
+        lead_value = _fmt(ours.get("ms_per_call" if phase == "latency" else "img_per_s"))
+        best = entry["best_peer"]
+        cells = [model, lead_value, LABELS.get(best, "-"), _x(entry["vs"].get(best))]
+        cells += [_x(entry["vs"].get(p)) for p in peers]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def markdown(report: dict) -> str:
-    env = report["environment"]
+    env, s = report["environment"], report["settings"]
+    quiet = report["quiet"]
     lines = [
+        "# Training and inference speed on CPU: ours vs mindcv 0.3.0 and timm",
+        "",
         f"Command: `{env['command']}`",
         "",
-        f"{env['date']}: {env['cpu']}, {env['cores']} cores{' (AVX-512)' if env['avx512'] else ''}, "
-        f"MindSpore {env['mindspore']}, mindcv {env['mindcv'] or '-'}, torch {env['torch'] or '-'}, "
-        f"timm {env['timm'] or '-'}; batch {report['batch_size']}, {report['image_size']} px; "
-        f"load average {env['loadavg_start']} at start, {env.get('loadavg_end')} at end; best of "
-        f"{report.get('sweeps', 1)} interleaved sweep(s) per variant.",
+        f"Machine: {env['cpu']}, {env['cores']} cores{' (AVX-512)' if env['avx512'] else ''}, {env['memory_gb']} GB, "
+        f"Linux {env['kernel']}; Python {env['python']}, MindSpore {env['mindspore']}, mindcv {env['mindcv'] or '-'}, "
+        f"torch {env['torch'] or '-'}, timm {env['timm'] or '-'} (torchvision {env['torchvision'] or 'none'}); "
+        f"checkout {env['checkout'] or '-'}; {env['date']}. Load average {env['loadavg_start']} at start, "
+        f"{env.get('loadavg_end')} at end (each duel's in the JSON).",
         "",
-        "| model | variant | params (M) | ISA | threads | CPU kernels | compile (s) | first step (s) | train ms/step | "
-        "train img/s | infer img/s (b{0}) | b1 latency (ms) | peak RSS (MB) |".format(report["infer_batch"]),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"Protocol: batch {s['batch_size']}, {s['image_size']} px, fixed synthetic tensors. Every variant runs in a "
+        f"duel with ours (two processes, built and warmed one after the other: first call + {s['warmup']} untimed), "
+        f"then {s['repeats']} rounds alternated ours, peer, ours, peer; a round is {s['steps']} training steps, "
+        f"{s['infer_steps']} inference calls at batch {s['infer_batch']} or {s['latency_steps']} at batch 1, the "
+        "same for every variant. Ratio = ours' speed / the other's from each pair of rounds (the other's seconds per "
+        f"call / ours', > 1: ours faster): median (min-max) over the {s['repeats']} pairs. Best peer: the one of "
+        "mindcv + ISA fix, timm fp32, timm channels_last and mindcv as shipped with the lowest median ratio. Ours' "
+        "own figures pool its rounds of every duel.",
+        "",
+        quiet_line(quiet),
     ]
-    for r in report["results"]:
-        if "error" in r:
-            lines.append(f"| {r['model']} | {r['variant']} | error: {r['error'][:120]} ||||||||||||")
-            continue
-        compile_s = r["train"]["compile_s"]
-        lines.append(
-            f"| {r['model']} | {r['variant']} | {r['params_m']:.2f} | {r['isa']} | {r['threads'] or 'default'} | "
-            f"{'yes' if r.get('cpu_kernels') else 'no'} | {'-' if compile_s is None else f'{compile_s:.1f}'} | "
-            f"{r['train']['first_step_s']:.1f} | "
-            f"{_fmt(r['train']['ms_per_step'], 0)} | {_fmt(r['train']['img_per_s'])} | "
-            f"{_fmt(r['infer']['img_per_s'])} | {_fmt(r['latency_b1_ms'])} | {r['peak_rss_mb']:.0f} |"
-        )
-    lines += [
-        "",
-        f"Ratios (median img/s of ours / the other; training, then inference at batch {report['infer_batch']}):",
-        "",
-        "| model | train vs mindcv as shipped | train vs mindcv + ISA fix | same, by CPU time | train vs timm fp32 | "
-        "train vs timm channels_last | infer vs mindcv + ISA fix | infer vs timm fp32 | "
-        "pipeline / train step | e2e train img/s (entry point, real data) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    pipeline = report.get("pipeline") or {}
-    for model, row in report["ratios"].items():
-        cells = [
-            row.get(k)
-            for k in (
-                "train_vs_mindcv",
-                "train_vs_mindcv_isa",
-                "train_cpu_vs_mindcv_isa",
-                "train_vs_timm",
-                "train_vs_timm_cl",
-                "infer_vs_mindcv_isa",
-                "infer_vs_timm",
-                "pipeline_vs_train",
-            )
-        ]
-        e2e = report.get("e2e", {}).get(model)
-        e2e_text = _fmt(e2e["img_per_s"]) if e2e and "img_per_s" in e2e else (e2e or {}).get("error", "-")
-        lines.append(
-            f"| {model} | " + " | ".join("-" if c is None else f"{c:.2f}x" for c in cells) + f" | {e2e_text} |"
-        )
-    paired = {m: r for m, r in (report.get("paired") or {}).items() if r}
-    if paired:
+    if s["steps"] < PUBLISHED_MIN_STEPS:
         lines += [
             "",
-            "Ours vs mindcv + ISA fix in one process, training steps alternated (fair on a busy machine):",
-            "",
-            "| model | ours img/s | mindcv + ISA fix img/s | ratio (wall) | ratio (CPU time) |",
-            "|---|---|---|---|---|",
+            f"**Smoke setting ({s['steps']} training steps per round, under {PUBLISHED_MIN_STEPS}): not a result.**",
         ]
-        for model, r in paired.items():
-            if "error" in r:
-                lines.append(f"| {model} | error: {r['error'][:120]} ||||")
-            else:
+    lines += ["", "## Training", ""]
+    lines += _ratio_table(report, "train", "ours img/s")
+    lines += [
+        "",
+        "| model | variant | params (M) | framework | ISA | threads | CPU kernels | compile (s) | first step (s) | "
+        "ms/step | img/s | CPU ms/step | peak RSS (MB) | processes x rounds x steps |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for model, by_variant in report["summary"].items():
+        for variant, r in by_variant.items():
+            t = r.get("train")
+            if not t:
+                continue
+            compile_s = "-" if t["compile_s"] is None else f"{t['compile_s']:.1f}"
+            lines.append(
+                f"| {model} | {variant} | {r['params_m']:.2f} | {r['framework']}, {r['memory_format']} | {r['isa']} | "
+                f"{r['threads'] or 'default'} | {'yes' if r['cpu_kernels'] else 'no'} | {compile_s} | "
+                f"{t['first_step_s']:.1f} | {_fmt(t['ms_per_call'], 0)} | {_fmt(t['img_per_s'])} | "
+                f"{_fmt(t['cpu_ms_per_call'], 0)} | {r['peak_rss_mb']:.0f} | "
+                f"{r['processes']} x {t['rounds'] // r['processes']} x {t['steps_per_round']} |"
+            )
+    lines += ["", "## Inference (eval mode)", "", f"Batch {s['infer_batch']} throughput:", ""]
+    lines += _ratio_table(report, "infer", "ours img/s")
+    lines += ["", "Batch-1 latency (ratio: the other's latency / ours'):", ""]
+    lines += _ratio_table(report, "latency", "ours ms")
+    lines += [
+        "",
+        f"| model | variant | b{s['infer_batch']} img/s | b{s['infer_batch']} first call (s) | b1 latency (ms) |",
+        "|---|---|---|---|---|",
+    ]
+    for model, by_variant in report["summary"].items():
+        for variant, r in by_variant.items():
+            infer, latency = r.get("infer"), r.get("latency")
+            if infer and latency:
                 lines.append(
-                    f"| {model} | {_fmt(r['ours']['img_per_s'])} | {_fmt(r['mindcv_isa']['img_per_s'])} | "
-                    f"{r['train_vs_mindcv_isa']:.2f}x | {r['train_cpu_vs_mindcv_isa']:.2f}x |"
+                    f"| {model} | {variant} | {_fmt(infer['img_per_s'])} | {infer['first_call_s']:.1f} | "
+                    f"{_fmt(latency['ms_per_call'])} |"
                 )
+    pipeline, e2e = report.get("pipeline"), report.get("e2e") or {}
+    if pipeline or e2e:
+        lines += [
+            "",
+            "## Real data (ours only; no ratio: nothing else ran this way)",
+            "",
+        ]
+    if e2e:
+        lines += [
+            "`mindcv_mobile.training.train` (train.py's code path, its defaults but --lr) on the JPEG folder below, "
+            "img/s per epoch after the first (which compiles):",
+            "",
+            "| model | train() img/s | epochs x steps |",
+            "|---|---|---|",
+        ]
+        for model, r in e2e.items():
+            if "error" in r:
+                lines.append(f"| {model} | error: {r['error'][:160]} | |")
+            else:
+                lines.append(f"| {model} | {_fmt(r['img_per_s'])} | {r['epochs'] - 1} x {r['steps_per_epoch']} |")
+        lines.append("")
     if pipeline:
         if "error" in pipeline:
-            lines += ["", f"Pipeline: error: {pipeline['error']}"]
+            lines.append(f"Pipeline: error: {pipeline['error']}")
         else:
-            lines += [
-                "",
+            lines.append(
                 f"Pipeline alone ({pipeline['images']} JPEGs in {pipeline['data_dir']}, {pipeline['augment']}, "
-                f"{pipeline['workers']} workers): {_fmt(pipeline['img_per_s'])} img/s.",
-            ]
-    return "\n".join(lines) + "\n"
-
-
-def compute_ratios(results: list, pipeline: Optional[dict]) -> dict:
-    by = {(r["model"], r["variant"]): r for r in results if "error" not in r}
-    out = {}
-    for model in dict.fromkeys(r["model"] for r in results):
-        ours = by.get((model, "ours"))
-        row = {
-            f"train_vs_{v}": ratio(ours, by.get((model, v)), "train")
-            for v in ("mindcv", "mindcv_isa", "timm", "timm_cl", "ours_noisa", "ours_nokern")
-        }
-        row.update(
-            {
-                f"infer_vs_{v}": ratio(ours, by.get((model, v)), "infer")
-                for v in ("mindcv", "mindcv_isa", "timm", "timm_cl")
-            }
-        )
-        theirs = by.get((model, "mindcv_isa"))
-        if ours and theirs:  # per step CPU time: the same comparison, less exposed to machine load
-            row["train_cpu_vs_mindcv_isa"] = (
-                theirs["train"]["cpu_ms_per_step"]["median"] / ours["train"]["cpu_ms_per_step"]["median"]
+                f"{pipeline['workers']} workers, {pipeline['batches_per_round']} batches per round): "
+                f"{_fmt(pipeline['img_per_s'])} img/s."
             )
-        if ours and pipeline and "img_per_s" in pipeline:
-            row["pipeline_vs_train"] = pipeline["img_per_s"]["median"] / ours["train"]["img_per_s"]["median"]
-        out[model] = row
-    return out
-
-
-def best_runs(runs: list) -> list:
-    """Per (model, variant), the sweep with the highest median training img/s: on a shared machine
-    other processes only ever slow a run down, so the best of interleaved sweeps is the fairest
-    estimate for every variant alike."""
-    best: dict = {}
-    for run in runs:
-        key = (run["model"], run["variant"])
-        if (
-            key not in best
-            or "error" in best[key]
-            or ("error" not in run and run["train"]["img_per_s"]["median"] > best[key]["train"]["img_per_s"]["median"])
-        ):
-            best[key] = run
-    return list(best.values())
+    errors = [f"{d['model']} / {d['peer'] or 'ours'}: {d['error']}" for d in report["duels"] if "error" in d]
+    if report["skipped"] or errors:
+        lines += ["", "## Not measured", ""]
+        lines += [f"- {v}: skipped, {why}" for v, why in report["skipped"].items()]
+        lines += [f"- {e}" for e in errors]
+    return "\n".join(lines) + "\n"
 
 
 def parse_args(argv=None):
@@ -821,34 +1098,32 @@ def parse_args(argv=None):
     )
     p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated model names")
     p.add_argument(
-        "--variants", default=",".join(DEFAULT_VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}"
+        "--variants",
+        default=",".join(DEFAULT_VARIANTS),
+        help=f"comma-separated, from {', '.join(VARIANTS)}; must include ours (every other runs in a duel with it)",
     )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--infer-batch", type=int, default=32)
-    p.add_argument("--warmup", type=int, default=2, help="steps after the first (compiling) one, not timed")
-    p.add_argument("--repeats", type=int, default=3, help="timed rounds")
-    p.add_argument("--min-repeat-s", type=float, default=3.0, help="each timed round runs at least this long")
+    p.add_argument("--warmup", type=int, default=2, help="calls after the first (compiling) one, not timed")
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds per duel (and e2e epochs, pipeline rounds)")
+    p.add_argument("--steps", type=int, default=10, help="training steps per round, every variant")
+    p.add_argument("--infer-steps", type=int, default=10, help="batch --infer-batch inference calls per round")
+    p.add_argument("--latency-steps", type=int, default=50, help="batch-1 inference calls per round")
+    p.add_argument("--recipe", default="", help="YAML recipe for loss/optimizer/augmentation (default: the model's)")
     p.add_argument(
-        "--sweeps",
-        type=int,
-        default=1,
-        help="run every model's variants this many times, "
-        "interleaved, and keep each variant's best run (a shared machine only slows runs down)",
+        "--lr",
+        type=float,
+        default=0.01,
+        help="learning rate of every variant's training, no warmup (the recipes' 0.4-0.8 are meant "
+        "for a 600-image batch after a warmup and diverge here; the value does not change a step's work)",
     )
-    p.add_argument("--recipe", default="", help="YAML recipe for loss/optimizer/augmentation (default: mindcv's)")
     p.add_argument("--pipeline", dest="pipeline", action="store_true", default=True)
-    p.add_argument("--no-pipeline", dest="pipeline", action="store_false", help="skip the data pipeline runs")
+    p.add_argument("--no-pipeline", dest="pipeline", action="store_false", help="skip the data pipeline run")
+    p.add_argument("--pipeline-batches", type=int, default=20, help="batches per pipeline round")
     p.add_argument("--e2e", dest="e2e", action="store_true", default=True)
     p.add_argument("--no-e2e", dest="e2e", action="store_false", help="skip the entry-point runs on real data")
-    p.add_argument("--e2e-steps", type=int, default=6, help="steps per epoch of the entry-point run")
-    p.add_argument("--paired", dest="paired", action="store_true", default=True)
-    p.add_argument(
-        "--no-paired",
-        dest="paired",
-        action="store_false",
-        help="skip the in-process, step-alternating ours vs mindcv + ISA fix comparison",
-    )
+    p.add_argument("--e2e-steps", type=int, default=10, help="steps per epoch of the entry-point run")
     p.add_argument(
         "--data-dir",
         default="",
@@ -857,33 +1132,39 @@ def parse_args(argv=None):
     )
     p.add_argument("--pipeline-images", type=int, default=320)
     p.add_argument("--workers", type=int, default=0, help="data workers (0: the package's default for this CPU)")
-    p.add_argument("--timeout", type=float, default=1800.0, help="seconds per measurement subprocess")
+    p.add_argument("--timeout", type=float, default=1800.0, help="seconds a worker may take for one answer")
     p.add_argument("--out", default="", help="write <out>.json and <out>.md (default: print only)")
+    p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--variant", default="", help=argparse.SUPPRESS)
     p.add_argument("--model", default="", help=argparse.SUPPRESS)
     p.add_argument("--result-file", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    for name in ("batch_size", "image_size", "infer_batch", "repeats", "e2e_steps", "pipeline_images", "sweeps"):
+    positive = ("batch_size", "image_size", "infer_batch", "repeats", "steps", "infer_steps", "latency_steps")
+    for name in positive + ("e2e_steps", "pipeline_images", "pipeline_batches"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.warmup < 0 or args.min_repeat_s < 0:
-        p.error(f"--warmup and --min-repeat-s must be >= 0, got {args.warmup} and {args.min_repeat_s}")
+    if args.warmup < 0:
+        p.error(f"--warmup must be >= 0, got {args.warmup}")
     return p, args
 
 
 def main(argv=None) -> int:
     parser, args = parse_args(argv)
+    if args.serve:
+        return serve(args)
     if args.worker:
         result = worker_main(args)
         with open(args.result_file, "w", encoding="utf-8") as f:
             json.dump(result, f)
         return 0
     models = [m for m in args.models.split(",") if m]
-    variants = [v for v in args.variants.split(",") if v]
+    variants = list(dict.fromkeys(v for v in args.variants.split(",") if v))
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         parser.error(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+    if "ours" not in variants:
+        parser.error(f"--variants must include ours (every other variant runs in a duel with it), got {variants}")
     for model in models:
         try:
             find_recipe(model) if not args.recipe else None
@@ -904,39 +1185,45 @@ def main(argv=None) -> int:
             os.environ.get("MINDCV_MOBILE_HOME", os.path.expanduser("~/.cache/mindcv_mobile")), "bench_jpegs"
         )
         args.data_dir = write_jpeg_tree(cache, args.pipeline_images)
-    all_runs, e2e, paired = [], {}, {}
+    peers = [v for v in variants if v != "ours" and v not in skipped]
+    duels, e2e = [], {}
     pipeline = run_worker(args, "pipeline", None) if args.pipeline else None
     for model in models:
-        for sweep in range(args.sweeps):
-            for variant in variants:
-                if variant not in skipped:
-                    all_runs.append(dict(run_worker(args, variant, model), sweep=sweep))
-        if args.e2e and "ours" in variants:
+        for peer in peers or [None]:
+            duels.append(run_duel(args, model, peer))
+        if args.e2e:
             e2e[model] = run_worker(args, "e2e", model)
-        if args.paired and "mindcv_isa" in variants and "mindcv_isa" not in skipped:
-            paired[model] = run_worker(args, "paired", model)
-    results = best_runs(all_runs)
     env["loadavg_end"] = _loadavg()
     report = {
         "environment": env,
-        "batch_size": args.batch_size,
-        "image_size": args.image_size,
-        "infer_batch": args.infer_batch,
-        "warmup": args.warmup,
-        "repeats": args.repeats,
-        "min_repeat_s": args.min_repeat_s,
-        "sweeps": args.sweeps,
+        "settings": {
+            key: getattr(args, key)
+            for key in (
+                "models",
+                "variants",
+                "batch_size",
+                "image_size",
+                "infer_batch",
+                "warmup",
+                "repeats",
+                "steps",
+                "infer_steps",
+                "latency_steps",
+                "lr",
+                "e2e_steps",
+                "pipeline_batches",
+                "recipe",
+            )
+        },
+        "variants": variants,
         "skipped": skipped,
-        "results": results,
-        "all_runs": all_runs,
+        "ratios": compute_ratios(duels),
+        "summary": summarize_variants(duels, models, variants, args),
+        "quiet": quiet_check(duels),
         "pipeline": pipeline,
         "e2e": e2e,
-        "paired": paired,
-        "ratios": compute_ratios(results, pipeline),
+        "duels": duels,
     }
-    for r in results:  # the setting each MindSpore run actually had, for the log
-        if r.get("isa_setting"):
-            print(f"{r['model']} / {r['variant']}: {r['isa_setting']}, threads {r['threads']}")
     table = markdown(report)
     print(table)
     if args.out:
@@ -946,7 +1233,8 @@ def main(argv=None) -> int:
         with open(args.out + ".md", "w", encoding="utf-8") as f:
             f.write(table)
         print(f"wrote {args.out}.json and {args.out}.md")
-    return 1 if any("error" in r for r in results) else 0
+    failed = [d for d in duels if "error" in d] + [r for r in [pipeline, *e2e.values()] if r and "error" in r]
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
