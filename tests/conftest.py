@@ -22,3 +22,39 @@ def digits_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data") / "digits"
     write_digits_imagefolder(str(root), image_size=32)
     return str(root)
+
+
+def _in_mode(mode):
+    import mindspore as ms
+
+    previous = ms.get_context("mode")
+    ms.set_context(mode=mode)
+    return previous
+
+
+@pytest.fixture(params=["pynative", "graph"])
+def mode(request):
+    """Runs the test in MindSpore's PyNative mode, then in graph mode."""
+    import mindspore as ms
+
+    previous = _in_mode(ms.PYNATIVE_MODE if request.param == "pynative" else ms.GRAPH_MODE)
+    yield ms.get_context("mode")
+    ms.set_context(mode=previous)
+
+
+@pytest.fixture
+def graph_mode():
+    import mindspore as ms
+
+    previous = _in_mode(ms.GRAPH_MODE)
+    yield
+    ms.set_context(mode=previous)
+
+
+@pytest.fixture
+def pynative_mode():
+    import mindspore as ms
+
+    previous = _in_mode(ms.PYNATIVE_MODE)
+    yield
+    ms.set_context(mode=previous)

@@ -17,13 +17,7 @@ RNG = np.random.default_rng(0)
 IMAGES = RNG.standard_normal((8, 6)).astype(np.float32)
 LABELS = RNG.integers(0, 3, 8).astype(np.int32)
 
-
-@pytest.fixture(params=[ms.GRAPH_MODE, ms.PYNATIVE_MODE], ids=["graph", "pynative"], autouse=True)
-def mode(request):
-    previous = ms.get_context("mode")
-    ms.set_context(mode=request.param)
-    yield request.param
-    ms.set_context(mode=previous)
+pytestmark = pytest.mark.usefixtures("mode")  # every test in PyNative, then in graph mode
 
 
 def _step(accumulation: int, lr, clip: bool = False) -> TrainStep:

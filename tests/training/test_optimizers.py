@@ -4,7 +4,6 @@ the rule is the same, against mindcv 0.3.0's own cells."""
 
 from __future__ import annotations
 
-import mindspore as ms
 import numpy as np
 import pytest
 from mindspore import Parameter, Tensor, nn
@@ -14,23 +13,6 @@ from mindcv_mobile.models import create_model
 from mindcv_mobile.training import create_optimizer
 from mindcv_mobile.training.optim import layer_ids, list_optimizers, optimizer_kwargs
 from mindcv_mobile.training.optimizers import Adan, Lion, NAdam
-
-
-@pytest.fixture(params=[ms.PYNATIVE_MODE, ms.GRAPH_MODE], ids=["pynative", "graph"])
-def mode(request):
-    previous = ms.get_context("mode")
-    ms.set_context(mode=request.param)
-    yield request.param
-    ms.set_context(mode=previous)
-
-
-@pytest.fixture
-def pynative_mode():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=previous)
-
 
 RNG = np.random.default_rng(7)
 W0 = {"w.weight": RNG.normal(size=(3, 4)).astype(np.float32), "w.bias": RNG.normal(size=(4,)).astype(np.float32)}

@@ -13,22 +13,6 @@ from mindcv_mobile.training import EMA, create_loss, create_lr_schedule, create_
 from mindcv_mobile.training.lr import list_schedulers
 
 
-@pytest.fixture
-def graph_mode():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.GRAPH_MODE)
-    yield
-    ms.set_context(mode=previous)
-
-
-@pytest.fixture
-def pynative_mode():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=previous)
-
-
 class Tiny(nn.Cell):
     """Conv (no bias) + BN + Dense: every kind of parameter a MobileNet has."""
 
