@@ -156,6 +156,8 @@ def test_work_folders_of_ended_processes_are_removed(tmp_path):
 
 def test_cache_off_cases_leave_mindspore_alone(monkeypatch):
     monkeypatch.delenv("MS_COMPILER_CACHE_ENABLE", raising=False)
+    # A graph-mode train() earlier in this process (another test) holds the process's cache folder.
+    monkeypatch.setattr(runtime, "_COMPILE_CACHE", {})
     cfg = load_config(RECIPE, {"device_target": "CPU"})
     pynative = load_config(RECIPE, {"device_target": "CPU", "mode": 1})
     assert runtime.enable_compile_cache(pynative, CPU, 10) == "compile cache: off (PyNative mode compiles no graph)"
