@@ -14,6 +14,24 @@ from mindcv_mobile.download import DOWNLOAD_BASE_ENV
 os.environ[DOWNLOAD_BASE_ENV] = "http://127.0.0.1:9/offline"
 
 
+@pytest.fixture(autouse=True)
+def _package_log_handlers():
+    """The package logger's handlers as before each test: an entry point's ``main`` attaches a
+    handler on the ``sys.stderr`` of its test (pytest's capture, closed afterwards); left in
+    place, later tests' log records would hit a closed stream."""
+    import logging
+
+    logger = logging.getLogger("mindcv_mobile")
+    before = list(logger.handlers)
+    yield
+    for handler in [h for h in logger.handlers if h not in before]:
+        logger.removeHandler(handler)
+        handler.close()
+    for handler in before:
+        if handler not in logger.handlers:
+            logger.addHandler(handler)
+
+
 @pytest.fixture(scope="session")
 def digits_root(tmp_path_factory):
     """scikit-learn's handwritten digits as <root>/{train,val}/<0..9>/*.png, 32x32, written once."""
