@@ -148,9 +148,9 @@ def speed_defaults(cfg, device: str) -> str:
     library, why_not = kernels.library() if device == "CPU" else ("", "")
     if device == "CPU":
         parts.append(
-            "compiled CPU kernels for depthwise conv, squeeze-excite and hard-swish"
+            "compiled CPU kernels for depthwise conv, BatchNorm+activation, squeeze-excite, hard-swish"
             if library
-            else f"MindSpore's depthwise conv, squeeze-excite and hard-swish ops ({why_not})"
+            else f"MindSpore's depthwise conv, BatchNorm, squeeze-excite, hard-swish ops ({why_not})"
         )
     CPU_SETTINGS.update(sink_mode=sink, data_workers=workers, cpu_kernels=bool(library))
     return ", ".join(parts)

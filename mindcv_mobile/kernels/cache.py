@@ -35,7 +35,8 @@ except ImportError:  # not POSIX: no file locks, and no ownership to check eithe
 from ..files import write_text
 from ..host import CACHE_ENV, cache_dir
 
-SOURCE = Path(__file__).with_name("cpu_kernels.cc")
+# Compiled together into one library.
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("cpu_kernels.cc", "batch_norm.cc", "squeeze_excite.cc"))
 FLAGS = ("-O3", "-march=native", "-pthread", "-shared", "-fPIC", "-std=c++14")
 SWITCH_ENV = "MINDCV_MOBILE_CPU_KERNELS"
 FOLDER = "kernels"
@@ -161,7 +162,11 @@ def _compile(compiler: str, library: Path, digest_file: Path) -> None:
     try:
         try:
             proc = subprocess.run(
-                [compiler, *FLAGS, str(SOURCE), "-o", tmp], check=False, capture_output=True, text=True, timeout=600
+                [compiler, *FLAGS, *map(str, SOURCES), "-o", tmp],
+                check=False,
+                capture_output=True,
+                text=True,
+                timeout=600,
             )
         except (OSError, subprocess.SubprocessError) as exc:
             raise Refused(f"{compiler} failed: {exc}") from exc
@@ -201,7 +206,8 @@ def _find_or_build() -> Path:
     compiler, version = _compiler()
     if fcntl is None or not hasattr(os, "getuid"):
         raise Refused(f"compiled CPU kernels need a POSIX system (file ownership and locks), not {platform.system()}")
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), " ".join(FLAGS), version, _cpu_identity()]).encode())
+    sources = [source.read_text() for source in SOURCES]
+    key = hashlib.sha256("\0".join([*sources, " ".join(FLAGS), version, _cpu_identity()]).encode())
     folder = kernels_dir()
     library = folder / f"cpu_kernels-{key.hexdigest()[:16]}.so"
     white_list = os.environ.get("MS_CUSTOM_AOT_WHITE_LIST")

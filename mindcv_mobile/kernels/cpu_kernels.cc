@@ -5,19 +5,24 @@
 //   - per-channel spatial mean (squeeze-and-excite, global pooling) and its gradient;
 //   - per-channel scaling x * s[n, c] (squeeze-and-excite) and its two gradients;
 //   - hard-swish (MobileNetV3) and its gradient.
+// batch_norm.cc (BatchNorm with its activation) and squeeze_excite.cc (the whole squeeze-and-excite
+// block) are compiled into the same library and use parallel_blocks, sum_floats and dot_floats.
 //
 // Depthwise: MindSpore runs it through oneDNN's GEMM path, one tiny GEMM per (image, channel);
 // these loops run fwd+bwd 1.5-8x faster on MobileNet layer shapes. Each plane
 // (image, channel) is copied into a zero-padded buffer so that the inner loops have no bounds
 // tests, and the kernel size and stride are template constants so the compiler unrolls the taps
-// and vectorises along the output row. Planes are independent and every sum runs in a fixed
-// order, so results do not depend on the number of threads (bitwise reproducible runs).
+// and vectorises along the output row. Stride-2 layers split the padded plane into its four
+// phases (even/odd rows and columns) so that every tap reads contiguously (fwd+bwd 1.3-3x faster
+// than stride-2 loads on 28x28 and 14x14 maps). Planes are independent and every sum runs in a
+// fixed order, so results do not depend on the number of threads (bitwise reproducible runs).
 //
 // Depthwise cfg (int32[4]): stride, pad mode (0: explicit, 1: TensorFlow "same"), explicit
 // padding, threads. The channel kernels take cfg int32[1]: threads.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <thread>
 #include <vector>
 
@@ -58,6 +63,17 @@ void parallel_for(int64_t count, int threads, int64_t work, Fn fn) {
   fn(0, count / n, 0);
   for (auto& th : pool) th.join();
 }
+
+}  // namespace
+
+// parallel_for for the other source files of this library (a std::function: one call per op).
+namespace mindcv_kernels {
+void parallel_blocks(int64_t count, int threads, int64_t work, const std::function<void(int64_t, int64_t)>& fn) {
+  parallel_for(count, threads, work, [&fn](int64_t begin, int64_t end, int) { fn(begin, end); });
+}
+}  // namespace mindcv_kernels
+
+namespace {
 
 void pad_plane(const Geometry& g, const float* src, float* dst) {
   std::memset(dst, 0, sizeof(float) * g.hp * g.wp);
@@ -120,9 +136,9 @@ constexpr int64_t kFlatMaxWidth = 32;
 
 inline int64_t flat_length(const Geometry& g) { return (g.oh - 1) * g.wp + g.ow; }
 
-// dy rows into a wp-wide grid whose junk columns stay zero.
-inline void spread_rows(const Geometry& g, const float* dy, float* dyf) {
-  for (int64_t oh = 0; oh < g.oh; ++oh) std::memcpy(dyf + oh * g.wp, dy + oh * g.ow, sizeof(float) * g.ow);
+// dy rows into a grid of rows `stride` wide whose junk columns stay zero.
+inline void spread_rows(const Geometry& g, const float* dy, float* dyf, int64_t stride) {
+  for (int64_t oh = 0; oh < g.oh; ++oh) std::memcpy(dyf + oh * stride, dy + oh * g.ow, sizeof(float) * g.ow);
 }
 
 template <int K>
@@ -161,9 +177,97 @@ void backward_weight_plane_flat(const Geometry& g, const float* dyf, const float
     }
 }
 
+// Stride 2: the padded plane split into its four phases (even/odd rows x even/odd columns), each
+// ph x pw = (hp+1)/2 x (wp+1)/2. Tap (kh, kw) reads phase (kh % 2, kw % 2) from offset
+// (kh / 2) * pw + kw / 2, so every tap is one contiguous pass of L = (oh-1)*pw + ow elements, as
+// in the flat stride-1 path (pw-ow junk columns per row), instead of a stride-2 load per output.
+struct Phases {
+  int64_t ph, pw, size, len;
+};
+
+constexpr int64_t kPhaseWeightMaxWidth = 16;
+
+inline Phases make_phases(const Geometry& g) {
+  Phases f;
+  f.ph = (g.hp + 1) / 2;
+  f.pw = (g.wp + 1) / 2;
+  f.size = f.ph * f.pw;
+  f.len = (g.oh - 1) * f.pw + g.ow;
+  return f;
+}
+
+inline const float* phase_at(const Phases& f, const float* phases, int kh, int kw) {
+  return phases + (2 * (kh & 1) + (kw & 1)) * f.size + (kh >> 1) * f.pw + (kw >> 1);
+}
+
+// Plane (h x w) <-> the four phases of its zero-padded version. to_phases: split (the padding
+// zeroed); otherwise gather the plane back from the phases (the padding dropped).
+void move_phases(const Geometry& g, const Phases& f, const float* plane, float* phases, bool to_phases,
+                 float* out_plane) {
+  if (to_phases) std::memset(phases, 0, sizeof(float) * 4 * f.size);
+  for (int64_t i = 0; i < g.h; ++i) {
+    const int64_t r = i + g.pt;
+    for (int b = 0; b < 2; ++b) {
+      const int64_t j0 = (b - g.pl) & 1;  // first column landing in column phase b
+      const int64_t count = (g.w - j0 + 1) / 2;
+      float* ph = phases + (2 * (r & 1) + b) * f.size + (r >> 1) * f.pw + ((j0 + g.pl) >> 1);
+      if (to_phases) {
+        const float* row = plane + i * g.w + j0;
+        for (int64_t k = 0; k < count; ++k) ph[k] = row[2 * k];
+      } else {
+        float* row = out_plane + i * g.w + j0;
+        for (int64_t k = 0; k < count; ++k) row[2 * k] = ph[k];
+      }
+    }
+  }
+}
+
+template <int K>
+void forward_plane_phases(const Geometry& g, const Phases& f, const float* phases, const float* wc, float* y,
+                          float* yf) {
+  for (int64_t j = 0; j < f.len; ++j) yf[j] = 0.f;
+  for (int kh = 0; kh < K; ++kh)
+    for (int kw = 0; kw < K; ++kw) {
+      const float wv = wc[kh * K + kw];
+      const float* src = phase_at(f, phases, kh, kw);
+      for (int64_t j = 0; j < f.len; ++j) yf[j] += wv * src[j];
+    }
+  for (int64_t oh = 0; oh < g.oh; ++oh) std::memcpy(y + oh * g.ow, yf + oh * f.pw, sizeof(float) * g.ow);
+}
+
+template <int K>
+void backward_data_plane_phases(const Phases& f, const float* dyf, const float* wc, float* dphases) {
+  std::memset(dphases, 0, sizeof(float) * 4 * f.size);
+  for (int kh = 0; kh < K; ++kh)
+    for (int kw = 0; kw < K; ++kw) {
+      const float wv = wc[kh * K + kw];
+      float* dst = const_cast<float*>(phase_at(f, dphases, kh, kw));
+      for (int64_t j = 0; j < f.len; ++j) dst[j] += wv * dyf[j];
+    }
+}
+
+template <int K>
+void backward_weight_plane_phases(const Phases& f, const float* dyf, const float* phases, float* acc) {
+  for (int kh = 0; kh < K; ++kh)
+    for (int kw = 0; kw < K; ++kw) {
+      float* a = acc + (kh * K + kw) * f.len;
+      const float* src = phase_at(f, phases, kh, kw);
+      for (int64_t j = 0; j < f.len; ++j) a[j] += dyf[j] * src[j];
+    }
+}
+
 template <int K, int S>
 void forward(const Geometry& g, const float* x, const float* w, float* y) {
   parallel_for(g.n * g.c, g.threads, g.n * g.c * g.oh * g.ow * K * K, [&](int64_t begin, int64_t end, int) {
+    if (S == 2) {
+      const Phases f = make_phases(g);
+      std::vector<float> phases(4 * f.size), yf(f.len);
+      for (int64_t p = begin; p < end; ++p) {
+        move_phases(g, f, x + p * g.h * g.w, phases.data(), true, nullptr);
+        forward_plane_phases<K>(g, f, phases.data(), w + (p % g.c) * K * K, y + p * g.oh * g.ow, yf.data());
+      }
+      return;
+    }
     std::vector<float> buf(g.hp * g.wp);
     const bool flat = S == 1 && g.ow <= kFlatMaxWidth;
     std::vector<float> yf(flat ? g.oh * g.wp : 0);
@@ -178,12 +282,22 @@ void forward(const Geometry& g, const float* x, const float* w, float* y) {
 template <int K, int S>
 void backward_data(const Geometry& g, const float* dy, const float* w, float* dx) {
   parallel_for(g.n * g.c, g.threads, g.n * g.c * g.oh * g.ow * K * K, [&](int64_t begin, int64_t end, int) {
+    if (S == 2) {
+      const Phases f = make_phases(g);
+      std::vector<float> dphases(4 * f.size), dyf(g.oh * f.pw, 0.f);
+      for (int64_t p = begin; p < end; ++p) {
+        spread_rows(g, dy + p * g.oh * g.ow, dyf.data(), f.pw);
+        backward_data_plane_phases<K>(f, dyf.data(), w + (p % g.c) * K * K, dphases.data());
+        move_phases(g, f, nullptr, dphases.data(), false, dx + p * g.h * g.w);
+      }
+      return;
+    }
     std::vector<float> buf(g.hp * g.wp);
     const bool flat = S == 1 && g.ow <= kFlatMaxWidth;
     std::vector<float> dyf(flat ? g.oh * g.wp : 0, 0.f);
     for (int64_t p = begin; p < end; ++p) {
       if (flat) {
-        spread_rows(g, dy + p * g.oh * g.ow, dyf.data());
+        spread_rows(g, dy + p * g.oh * g.ow, dyf.data(), g.wp);
         backward_data_plane_flat<K>(g, dyf.data(), w + (p % g.c) * K * K, buf.data());
       } else {
         backward_data_plane<K, S>(g, dy + p * g.oh * g.ow, w + (p % g.c) * K * K, buf.data());
@@ -198,18 +312,28 @@ void backward_data(const Geometry& g, const float* dy, const float* w, float* dx
 template <int K, int S>
 void backward_weight(const Geometry& g, const float* dy, const float* x, float* dw) {
   parallel_for(g.c, g.threads, g.n * g.c * g.oh * g.ow * K * K, [&](int64_t begin, int64_t end, int) {
-    std::vector<float> buf(g.hp * g.wp);
+    const Phases f = make_phases(g);
+    // Phases for the weight gradient of narrow maps only: at 28 outputs wide the K*K partial-sum
+    // rows outgrow L1 and the strided row-by-row loop is faster (measured 5.5 vs 7.3 ms, 72ch).
+    const bool phased = S == 2 && g.ow <= kPhaseWeightMaxWidth;
     const bool flat = S == 1 && g.ow <= kFlatMaxWidth;
-    const int64_t row = flat ? flat_length(g) : g.ow;  // partial sums per tap
+    std::vector<float> buf(phased ? 4 * f.size : g.hp * g.wp);
+    const int64_t row = phased ? f.len : (flat ? flat_length(g) : g.ow);  // partial sums per tap
     std::vector<float> acc(K * K * row);
-    std::vector<float> dyf(flat ? g.oh * g.wp : 0, 0.f);
+    std::vector<float> dyf(phased ? g.oh * f.pw : (flat ? g.oh * g.wp : 0), 0.f);
     for (int64_t c = begin; c < end; ++c) {
       std::fill(acc.begin(), acc.end(), 0.f);
       for (int64_t n = 0; n < g.n; ++n) {
         const int64_t p = n * g.c + c;
+        if (phased) {
+          move_phases(g, f, x + p * g.h * g.w, buf.data(), true, nullptr);
+          spread_rows(g, dy + p * g.oh * g.ow, dyf.data(), f.pw);
+          backward_weight_plane_phases<K>(f, dyf.data(), buf.data(), acc.data());
+          continue;
+        }
         pad_plane(g, x + p * g.h * g.w, buf.data());
         if (flat) {
-          spread_rows(g, dy + p * g.oh * g.ow, dyf.data());
+          spread_rows(g, dy + p * g.oh * g.ow, dyf.data(), g.wp);
           backward_weight_plane_flat<K>(g, dyf.data(), buf.data(), acc.data());
         } else {
           backward_weight_plane<K, S>(g, dy + p * g.oh * g.ow, buf.data(), acc.data());
@@ -295,6 +419,12 @@ inline float plane_dot(const float* x, const float* y, int64_t n) {
 }
 
 }  // namespace
+
+// The same sums for the other source files of this library.
+namespace mindcv_kernels {
+float sum_floats(const float* x, int64_t n) { return plane_sum(x, n); }
+float dot_floats(const float* x, const float* y, int64_t n) { return plane_dot(x, y, n); }
+}  // namespace mindcv_kernels
 
 // x (N,C,H,W), cfg -> mean (N,C,1,1)
 extern "C" int ChannelMean(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,

@@ -115,3 +115,91 @@ def make_channel_scale(path: str) -> tuple:
 def make_hardswish(path: str) -> tuple:
     """``(op, cfg)``: ``op(x, cfg)`` is ``x * relu6(x + 3) / 6``, differentiable in x."""
     return _unary(path, "HardSwish", lambda x, c: x, backward_takes_x=False)
+
+
+# The activations the BatchNorm op can apply to its output (cfg code; None: none).
+NORM_ACTIVATIONS = {None: 0, "relu": 1, "relu6": 2, "hswish": 3}
+
+
+def _norm_cfg(act, eps: float, batch_weight: float, fixed_statistics: bool) -> Tensor:
+    if act not in NORM_ACTIVATIONS:
+        raise ValueError(f"the BatchNorm kernel applies one of {sorted(NORM_ACTIVATIONS, key=str)}, got {act!r}")
+    floats = np.array([eps, batch_weight], np.float32).view(np.int32)  # passed as their bits
+    return Tensor(np.array([cpu_cores(), NORM_ACTIVATIONS[act], *floats, int(fixed_statistics)], np.int32))
+
+
+def _norm_backward(path: str):
+    """``backward(dy, x, gamma, beta, mean, stats, cfg) -> (dx, dgamma, dbeta)``."""
+    return ops.Custom(
+        f"{path}:BatchNormBackward",
+        out_shape=lambda dy, x, g, b, m, s, c: (x, g, g),
+        out_dtype=lambda dy, x, g, b, m, s, c: (x, g, g),
+        func_type="aot",
+    )
+
+
+def make_batch_norm(path: str, act, eps: float, batch_weight: float) -> tuple:
+    """``(op, cfg)``: ``op(x, gamma, beta, moving_mean, moving_var, cfg)`` is BatchNorm with batch
+    statistics followed by ``act``, returning ``(y, mean, 1/std, new_moving_mean, new_moving_var)``;
+    differentiable in x, gamma and beta. ``batch_weight``: the batch's weight in the moving averages
+    (``ops.BatchNorm``'s momentum, 1 - ``nn.BatchNorm2d``'s)."""
+    backward = _norm_backward(path)
+
+    def bprop(x, gamma, beta, moving_mean, moving_var, cfg, out, dout):
+        dx, dgamma, dbeta = backward(dout[0], x, gamma, beta, out[1], out[2], cfg)
+        return dx, dgamma, dbeta, ops.zeros_like(moving_mean), ops.zeros_like(moving_var), ops.zeros_like(cfg)
+
+    op = ops.Custom(
+        f"{path}:BatchNormTraining",
+        out_shape=lambda x, g, b, m, v, c: (x, g, g, g, g),
+        out_dtype=lambda x, g, b, m, v, c: (x, g, g, g, g),
+        func_type="aot",
+        bprop=bprop,
+    )
+    return op, _norm_cfg(act, eps, batch_weight, False)
+
+
+def make_batch_norm_inference(path: str, act, eps: float) -> tuple:
+    """``(op, cfg)``: ``op(x, gamma, beta, moving_mean, moving_var, cfg)`` is BatchNorm with the
+    moving statistics followed by ``act``, differentiable in x, gamma and beta (the statistics are
+    constants there)."""
+    backward = _norm_backward(path)
+
+    def bprop(x, gamma, beta, moving_mean, moving_var, cfg, out, dout):
+        dx, dgamma, dbeta = backward(dout, x, gamma, beta, moving_mean, moving_var, cfg)
+        return dx, dgamma, dbeta, ops.zeros_like(moving_mean), ops.zeros_like(moving_var), ops.zeros_like(cfg)
+
+    op = ops.Custom(
+        f"{path}:BatchNormInference",
+        out_shape=lambda x, g, b, m, v, c: x,
+        out_dtype=lambda x, g, b, m, v, c: x,
+        func_type="aot",
+        bprop=bprop,
+    )
+    return op, _norm_cfg(act, eps, 0.0, True)
+
+
+def make_squeeze_excite(path: str) -> tuple:
+    """``(op, cfg)``: ``op(x, w1, b1, w2, b2, cfg)[0]`` is the squeeze-and-excite block
+    ``x * hard_sigmoid(conv2(relu(conv1(mean(x)))))`` with 1x1 convs ``w1``, ``b1`` (reduce) and
+    ``w2``, ``b2`` (expand); differentiable in x and the four parameters. The other outputs are the
+    mean, the hidden activation and the gate's input, kept for the gradient."""
+    backward = ops.Custom(
+        f"{path}:SqueezeExciteBackward",
+        out_shape=lambda dy, x, w1, w2, m, h, t, c: (x, w1, (w1[0],), w2, (w2[0],)),
+        out_dtype=lambda dy, x, w1, w2, m, h, t, c: (x, w1, w1, w2, w2),
+        func_type="aot",
+    )
+
+    def bprop(x, w1, b1, w2, b2, cfg, out, dout):
+        dx, dw1, db1, dw2, db2 = backward(dout[0], x, w1, w2, out[1], out[2], out[3], cfg)
+        return dx, dw1, db1, dw2, db2, ops.zeros_like(cfg)
+
+    op = ops.Custom(
+        f"{path}:SqueezeExcite",
+        out_shape=lambda x, w1, b1, w2, b2, c: (x, (x[0], x[1]), (x[0], w1[0]), (x[0], x[1])),
+        out_dtype=lambda x, w1, b1, w2, b2, c: (x, x, x, x),
+        func_type="aot",
+        bprop=bprop,
+    )
+    return op, _threads_cfg()

@@ -160,13 +160,13 @@ def conv_norm_act(
             group=groups,
             has_bias=False,
         )
-    layers = [
-        conv,
-        # MindSpore's momentum is the weight of the running value: 0.9 == PyTorch's 0.1.
-        nn.BatchNorm2d(out_channels, momentum=0.9, eps=1e-5),
-    ]
+    # MindSpore's momentum is the weight of the running value: 0.9 == PyTorch's 0.1. Inside
+    # kernels.use(path): BatchNorm and the activation in one compiled op, the activation's cell a
+    # pass-through at its index (kernels/norm.py).
+    norm, applied = kernels.build(kernels.make_norm_act, out_channels, 0.9, 1e-5, act)
+    layers = [conv, norm if norm is not None else nn.BatchNorm2d(out_channels, momentum=0.9, eps=1e-5)]
     if act is not None:
-        layers.append(ACTIVATIONS[act]())
+        layers.append(applied if applied is not None else ACTIVATIONS[act]())
     return layers
 
 
@@ -194,8 +194,13 @@ class SqueezeExcite(nn.Cell):
         self.gate = HardSigmoid()
         self.mean = ChannelMean()
         self.scale = ChannelScale()
+        # Inside kernels.use(path): the whole block as one compiled op for float32 input.
+        self.kernel_op, self.kernel_cfg = kernels.build(kernels.make_squeeze_excite)
 
     def construct(self, x):
+        if self.kernel_op is not None and x.dtype == mstype.float32:
+            down, up = self.conv_reduce, self.conv_expand
+            return self.kernel_op(x, down.weight, down.bias, up.weight, up.bias, self.kernel_cfg)[0]
         scale = self.mean(x)
         scale = self.act(self.conv_reduce(scale))
         scale = self.gate(self.conv_expand(scale))

@@ -68,7 +68,8 @@ def create_model(
             ``i`` of ``n`` is dropped per sample with probability ``drop_path_rate * i / n`` in
             training (identity in eval, no parameters). MobileNetV1 has no residual blocks: a
             rate there is accepted with a warning and has no effect. None or 0: off.
-        cpu_kernels: build the depthwise convs, squeeze-excite and hard-swish layers on the
+        cpu_kernels: build the depthwise convs, BatchNorms (with the activation after them),
+            squeeze-excite and hard-swish layers on the
             compiled CPU kernels (``mindcv_mobile.kernels``) when the library is available here;
             a CPU-only model for training and evaluation in this process. Off by default: the
             model then uses MindSpore's own ops, runs on any device and exports to MINDIR/ONNX.

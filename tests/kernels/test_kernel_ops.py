@@ -53,6 +53,8 @@ def _run(conv, x, dy):
         (2, 4, 9, 3, 1, "valid"),
         (2, 3, 40, 3, 1, "pad"),  # wider than the flat-row path (row by row)
         (2, 3, 36, 5, 1, "same"),
+        (2, 3, 41, 3, 2, "same"),  # stride 2, 21 outputs wide: phase-split forward, row-by-row dW
+        (2, 3, 40, 5, 2, "pad"),
     ],
 )
 def test_forward_and_gradients_equal_mindspores_conv(with_kernel, batch, channels, size, kernel, stride, pad_mode):
@@ -146,9 +148,9 @@ def test_graph_mode_training_step_matches_and_is_deterministic(with_kernel):
             ms.set_seed(0)
             # with_kernel's block around the call changes nothing: only cpu_kernels= decides.
             net = create_model("mobilenet_v3_small_100", num_classes=10, cpu_kernels=use_kernels)
-            # 11 depthwise convs, 9 squeeze-excite blocks (a mean and a scale each), the head's pool,
-            # 19 hard-swishes
-            assert _kernel_layers(net) == (11 + 2 * 9 + 1 + 19 if use_kernels else 0)
+            # 11 depthwise convs, 9 squeeze-excite blocks (the block, its mean and scale), the head's
+            # pool, the classifier's hard-swish, 34 BatchNorms (running the other 18 hard-swishes)
+            assert _kernel_layers(net) == (11 + 3 * 9 + 1 + 1 + 34 if use_kernels else 0)
             step = nn.TrainOneStepCell(
                 nn.WithLossCell(net, nn.CrossEntropyLoss()), nn.Momentum(net.trainable_params(), 0.1, 0.9)
             )
@@ -206,7 +208,7 @@ def test_runtime_reports_the_kernels_and_turns_nothing_on(kernel_path):
 
     cfg = load_config(None, dict(model="mobilenet_v3_small_100", device_target="CPU", mode=1, distribute=False))
     line = runtime.speed_defaults(cfg, "CPU")
-    assert "compiled CPU kernels for depthwise conv, squeeze-excite and hard-swish" in line
+    assert "compiled CPU kernels for depthwise conv, BatchNorm+activation, squeeze-excite, hard-swish" in line
     assert runtime.CPU_SETTINGS["cpu_kernels"] is True
     assert runtime.init_runtime(cfg).cpu_kernels is True
     assert kernels.current() == ""
@@ -219,7 +221,8 @@ def test_create_model_with_cpu_kernels_uses_them(kernel_path):
     """The opt-in: every supported layer of the model gets a compiled op, and nothing outlives the call."""
     net = create_model("mobilenet_v2_050", num_classes=10, cpu_kernels=True)
     layers = [cell for _, cell in net.cells_and_names() if hasattr(cell, "kernel_op")]
-    assert len(layers) == 17 + 1 and all(cell.kernel_op is not None for cell in layers)  # 17 depthwise, the pool
+    # 17 depthwise, the pool, 52 BatchNorms
+    assert len(layers) == 17 + 1 + 52 and all(cell.kernel_op is not None for cell in layers)
     assert kernel_path in layers[0].kernel_op.func
     assert kernels.current() == ""
     assert _kernel_layers(create_model("mobilenet_v2_050", num_classes=10)) == 0
