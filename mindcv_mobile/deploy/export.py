@@ -3,7 +3,9 @@
 The network comes from ``build.load_eval_network`` (checked weights; the QAT network when
 ``cfg.quant``). What is written depends on it:
 
-* a float network: one file of the requested format (MINDIR, ONNX, AIR);
+* a float network: one file of the requested format (MINDIR, ONNX, AIR); an ONNX file is
+  rewritten for inference (``writer.optimize_onnx``: BatchNorm folded into the convs, ONNX's
+  HardSwish / HardSigmoid ops, opset 14), and checked like any other against the Cell;
 * a QAT network, for an output stem ``S`` (default ``<model>_int8``): ``S.mindir``, the deploy
   graph (BN folded, weights on the int8 grid, float arithmetic); ``S_fp32.onnx``, that graph as
   ONNX; ``S.onnx``, the int8 QDQ model quantized from it with the QAT observers' ranges.
@@ -125,7 +127,7 @@ def _float_plan(
     # The reference is taken before the export traces the Cell.
     reference = Reference.of_float_cell("the MindSpore Cell", net, images, seed) if images is not None else None
     plan = _Plan()
-    plan.add(exported, lambda: write_cell(net, ms.Tensor(x), file_format, path), reference)
+    plan.add(exported, lambda: write_cell(net, ms.Tensor(x), file_format, path, optimize=True), reference)
     return plan
 
 

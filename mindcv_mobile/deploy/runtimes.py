@@ -18,6 +18,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
+from ..host import cpu_cores
 from .metadata import metadata_batch, metadata_image_size, read_metadata
 
 EXPORTED_SUFFIXES = (".onnx", ".mindir")
@@ -58,15 +59,17 @@ def _onnxruntime():
 
 
 def onnx_session(path: str, optimized_model_path: Optional[str] = None, threads: int = 0):
-    """An onnxruntime CPU session for ``path`` with all graph optimisations."""
+    """An onnxruntime CPU session for ``path`` with all graph optimisations (conv + activation
+    fusion, the blocked NCHWc conv layout) and ``threads`` intra-op threads, by default one per
+    core this process may run on (its affinity mask, as MindSpore's runtime counts them;
+    onnxruntime's own default counts the host's physical cores)."""
     ort = _onnxruntime()
     if not os.path.isfile(path):
         raise FileNotFoundError(f"ONNX file not found: {path}")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # not the note that a saved optimized model is CPU-specific
-    if threads:
-        options.intra_op_num_threads = threads
+    options.intra_op_num_threads = threads or cpu_cores()
     if optimized_model_path:
         options.optimized_model_filepath = optimized_model_path
     try:
