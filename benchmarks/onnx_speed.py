@@ -1,5 +1,5 @@
 """Inference speed of exported ONNX MobileNets in onnxruntime (CPU) against timm's models in
-PyTorch, measured side by side in one process.
+PyTorch, measured in interleaved rounds.
 
     python benchmarks/onnx_speed.py --out benchmarks/results/onnx_speed
 
@@ -7,29 +7,31 @@ For every model, random weights (1000 classes) are exported twice in a subproces
 this package: "before", MindSpore's ONNX graph as export wrote it until now (opset 11, every
 BatchNorm its own node, hard-swish as Add/Clip/Mul/Div; ``write_cell(..., optimize=False)``), and
 "after", the file ``export_model`` writes now (``writer.optimize_onnx``), checked by the export
-against the Cell. A second subprocess per model, which does not import this package (its oneDNN
-ISA cap would change PyTorch's kernels; timm is measured as its users run it), then times, for
-each batch size, four runners in interleaved rounds:
+against the Cell. Then, for each model, four runners are timed, each in its own process (which
+does not import this package: its oneDNN ISA cap would change PyTorch's kernels; timm is measured
+as its users run it), driven in interleaved rounds over a pipe:
 
   onnx_before, onnx_after  onnxruntime sessions with the options of ``deploy.onnx_session``
                            (read back from a session the export subprocess opened), with
                            ``--threads`` intra-op threads;
-  timm, timm_cl            timm's model in eval mode under ``torch.no_grad``, fp32, NCHW and
-                           channels_last, ``torch.set_num_threads(--threads)``.
+  timm, timm_cl            timm's model in eval mode under ``torch.inference_mode``, fp32, NCHW
+                           and channels_last, ``torch.set_num_threads(--threads)``, after 3
+                           training steps (as in bench.py: it then infers faster).
 
-Both frameworks keep their idle threads spinning by default, which is best on idle cores and very
-costly when other processes take them (a thread waiting for a descheduled sibling holds up every
-parallel region: PyTorch's 2 threads ran 8x slower than 1 thread on this shared machine). So the
-timing runs once per ``--policies`` entry, each in its own process: "default", as both ship, and
-"sleep", idle threads sleeping in both (onnxruntime ``session.intra_op.allow_spinning`` 0,
-``OMP_WAIT_POLICY=PASSIVE`` for PyTorch's OpenMP).
+One process per runner, and the runners not being timed are stopped (SIGSTOP): both frameworks
+keep their idle threads spinning after a call, and onnxruntime's spinning threads, in the same
+process or in a waiting one, took the cores from PyTorch's (timm channels_last ran at half the
+speed it has alone). A segment's "others' share" counts every other process. ``--policies`` can
+add "sleep", idle threads sleeping in both (onnxruntime ``session.intra_op.allow_spinning`` 0,
+``OMP_WAIT_POLICY=PASSIVE`` for PyTorch's OpenMP), which is what a machine shared with other work
+needs; "default" is as both ship.
 
 A round runs every runner once (its order rotating from round to round): one untimed call, then
 ``--iters`` timed calls (more when the fastest runner would take under ``--min-segment-s``).
 Reported: img/s median (min-max) over ``--rounds`` rounds, and the ratio of two runners taken
 within each round (median, min-max): on a shared machine, the load a round sees is common to its
 runners. Every timed segment also records the share of the machine other processes used
-(/proc/stat minus this process's CPU time), and the same figures are given over the quiet rounds
+(/proc/stat minus the timed runner's CPU time), and the same figures are given over the quiet rounds
 alone (every runner at most ``--quiet``). Results: ``<out>.json`` and ``<out>.md``.
 """
 
@@ -45,6 +47,7 @@ import importlib.util  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
+import signal  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -193,15 +196,56 @@ def _onnx_runner(path: str, session_options: dict, threads: int, policy: str):
     return (lambda x: session.run(None, {name: x})[0]), load_s
 
 
-def _time_batch(runners: dict, x, args) -> dict:
-    """Interleaved rounds of every runner on ``x``: img/s, per-round ratios, others' share."""
-    batch = len(x)
+class Runner:
+    """One runner in its own process (``--worker runner``), driven over a pipe and stopped while
+    another runner is timed (module docstring: spinning idle threads)."""
+
+    def __init__(self, name: str, argv: list, env: dict, cwd: str) -> None:
+        self.name = name
+        script = os.path.abspath(__file__)
+        command = [sys.executable, script, *argv, "--worker", "runner", "--runner", name]
+        self.proc = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=cwd
+        )
+        self.info = self._read()
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {self.name} runner exited with code {self.proc.wait()}")
+        return json.loads(line)
+
+    def hold(self, stopped: bool) -> None:
+        """Stop (SIGSTOP) or continue the process: a stopped runner's idle threads cannot spin."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGSTOP if stopped else signal.SIGCONT)
+
+    def request(self, **request) -> dict:
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.hold(False)
+            self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+
+
+def _alone(runners: dict, name: str):
+    """``runners[name]``, every other runner stopped."""
+    for other, runner in runners.items():
+        runner.hold(other != name)
+    return runners[name]
+
+
+def _time_batch(runners: dict, batch: int, args) -> dict:
+    """Interleaved rounds of every runner at ``batch``: img/s, per-round ratios, others' share."""
     per_call = {}
-    for name, run in runners.items():
-        for _ in range(args.warmup):
-            start = time.perf_counter()
-            run(x)
-            per_call[name] = time.perf_counter() - start
+    for name in runners:
+        reply = _alone(runners, name).request(cmd="run", batch=batch, untimed=0, calls=max(1, args.warmup))
+        per_call[name] = reply["wall_s"] / max(1, args.warmup)
     # calls per timed segment: --iters, or more so that each lasts --min-segment-s
     iters = max(args.iters, math.ceil(args.min_segment_s / max(min(per_call.values()), 1e-6)))
     speeds = {name: [] for name in runners}
@@ -209,15 +253,15 @@ def _time_batch(runners: dict, x, args) -> dict:
     for round_index in range(args.rounds):
         order = list(runners)[round_index % len(runners) :] + list(runners)[: round_index % len(runners)]
         for name in order:
-            runners[name](x)  # untimed: the previous runner's threads settle
-            busy, own, start = _machine_busy_s(), time.process_time(), time.perf_counter()
-            for _ in range(iters):
-                runners[name](x)
-            wall = time.perf_counter() - start
-            own, busy = time.process_time() - own, _machine_busy_s() - busy
-            speeds[name].append(batch * iters / wall)
-            # /proc/stat counts in clock ticks (10 ms): a short segment's share is coarse
-            share = min(1.0, max(0.0, busy - own) / (wall * os.cpu_count()))
+            # one untimed call first: the previous runner's threads settle
+            runner = _alone(runners, name)
+            busy, start = _machine_busy_s(), time.perf_counter()
+            reply = runner.request(cmd="run", batch=batch, untimed=1, calls=iters)
+            span, busy = time.perf_counter() - start, _machine_busy_s() - busy
+            speeds[name].append(batch * iters / reply["wall_s"])
+            # everything but the timed runner counts, the waiting runners included; /proc/stat
+            # counts in clock ticks (10 ms): a short segment's share is coarse
+            share = min(1.0, max(0.0, busy - reply["cpu_s"]) / (span * os.cpu_count()))
             others[name].append(share if busy >= 0 else None)
     quiet = [all(o[i] is not None and o[i] <= args.quiet for o in others.values()) for i in range(args.rounds)]
 
@@ -237,33 +281,92 @@ def _time_batch(runners: dict, x, args) -> dict:
     }
 
 
-def timing_worker(args, exported: dict) -> dict:
+def runner_worker(args, exported: dict) -> None:
+    """Serve ``args.runner``'s calls: JSON requests on stdin, one JSON reply per line on stdout
+    (a private copy of it: anything else printed goes to stderr)."""
     import numpy as np
-    import torch
 
-    bench = _bench_module()
-    timm = bench._import_timm()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    runners, load_s = {}, {}
-    for name in ("onnx_before", "onnx_after"):
-        runners[name], load_s[name] = _onnx_runner(
-            exported["files"][name]["path"], exported["session_options"], args.threads, args.policy
+    channel = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    versions = {"onnxruntime": _version("onnxruntime")}
+    if args.runner.startswith("onnx"):
+        run, load_s = _onnx_runner(
+            exported["files"][args.runner]["path"], exported["session_options"], args.threads, args.policy
         )
-    for name, fmt in (("timm", torch.contiguous_format), ("timm_cl", torch.channels_last)):
-        net = timm.create_model(bench.timm_name(args.model), num_classes=1000).eval().to(memory_format=fmt)
+    else:
+        import torch
 
-        def run(x, net=net, fmt=fmt):
-            with torch.no_grad():
-                return net(torch.from_numpy(x).contiguous(memory_format=fmt)).numpy()
+        bench = _bench_module()
+        timm = bench._import_timm()
+        torch.set_num_threads(args.threads)
+        torch.manual_seed(0)
+        fmt = torch.channels_last if args.runner == "timm_cl" else torch.contiguous_format
+        start = time.perf_counter()
+        net = timm.create_model(bench.timm_name(args.model), num_classes=1000).to(memory_format=fmt)
+        load_s = time.perf_counter() - start
+        # A few training steps first, as bench.py's timm worker runs before its inference rounds:
+        # measured, a PyTorch process that has trained infers faster (v3-small channels_last,
+        # batch 32: 1090 vs 700 img/s), so timm is timed at the better of the two.
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+        x = torch.randn(args.batch_sizes[0], 3, args.image_size, args.image_size).contiguous(memory_format=fmt)
+        y = torch.randint(0, 1000, (args.batch_sizes[0],))
+        for _ in range(3):
+            optimizer.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(net(x), y).backward()
+            optimizer.step()
+        net.eval()
 
-        runners[name] = run
-    out = {"session_load_s": load_s, "batches": {}}
-    for batch in args.batch_sizes:
-        x = np.random.default_rng(0).standard_normal((batch, 3, args.image_size, args.image_size)).astype(np.float32)
-        out["batches"][str(batch)] = _time_batch(runners, x, args)
-    out["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY")
-    out["versions"] = {"torch": torch.__version__, "timm": timm.__version__, "onnxruntime": _version("onnxruntime")}
+        converted = {}  # the input in the model's memory format, made once per batch outside the timing
+
+        def run(x):
+            if id(x) not in converted:
+                converted[id(x)] = torch.from_numpy(x).contiguous(memory_format=fmt)
+            with torch.inference_mode():
+                return net(converted[id(x)]).numpy()
+
+        versions.update(torch=torch.__version__, timm=timm.__version__)
+
+    def reply(message: dict) -> None:
+        channel.write(json.dumps(message) + "\n")
+        channel.flush()
+
+    reply({"load_s": load_s, "versions": versions, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")})
+    inputs = {}
+    for line in sys.stdin:
+        request = json.loads(line)
+        if request["cmd"] == "quit":
+            break
+        batch = request["batch"]
+        if batch not in inputs:
+            shape = (batch, 3, args.image_size, args.image_size)
+            inputs[batch] = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        x = inputs[batch]
+        cpu = time.process_time()
+        for _ in range(request["untimed"]):
+            run(x)
+        start = time.perf_counter()
+        for _ in range(request["calls"]):
+            run(x)
+        reply({"wall_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu})
+
+
+def time_model(model: str, exported_path: str, policy: str, args, timing_args: list, work: str) -> dict:
+    """Every runner of ``model`` in its own process under ``policy``, every batch size timed."""
+    env = dict(BASE_ENV, OMP_WAIT_POLICY="PASSIVE") if policy == "sleep" else dict(BASE_ENV)
+    argv = ["--model", model, "--exported", exported_path, "--policy", policy] + timing_args
+    runners = {}
+    try:
+        for name in RUNNERS:
+            runners[name] = Runner(name, argv, env, work)
+        out = {"session_load_s": {name: r.info["load_s"] for name, r in runners.items()}, "batches": {}}
+        for batch in args.batch_sizes:
+            out["batches"][str(batch)] = _time_batch(runners, batch, args)
+    finally:
+        for runner in runners.values():
+            runner.close()
+    out["omp_wait_policy"] = runners["timm"].info["omp_wait_policy"]
+    out["versions"] = {k: v for r in runners.values() for k, v in r.info["versions"].items()}
     return out
 
 
@@ -374,10 +477,13 @@ def parse_args(argv=None):
         default=0.1,
         help="a round is quiet when other processes used at most this share of the machine during each runner",
     )
-    parser.add_argument("--policies", default=",".join(POLICIES), help="thread waiting policies to time")
+    parser.add_argument(
+        "--policies", default="default", help=f"thread waiting policies to time, from {', '.join(POLICIES)}"
+    )
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "onnx_speed"))
     parser.add_argument("--work", default=None, help="folder for the exported files (default: a temporary one)")
-    parser.add_argument("--worker", choices=("export", "timing"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("export", "runner"), help=argparse.SUPPRESS)
+    parser.add_argument("--runner", choices=RUNNERS, help=argparse.SUPPRESS)
     parser.add_argument("--policy", choices=tuple(POLICIES), default="default", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--exported", help=argparse.SUPPRESS)
@@ -395,11 +501,11 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.worker:
-        if args.worker == "export":
-            result = export_worker(args.model, args.work, args.image_size)
-        else:
+        if args.worker == "runner":
             with open(args.exported, encoding="utf-8") as f:
-                result = timing_worker(args, json.load(f))
+                runner_worker(args, json.load(f))
+            return 0
+        result = export_worker(args.model, args.work, args.image_size)
         with open(args.result, "w", encoding="utf-8") as f:
             json.dump(result, f)
         return 0
@@ -434,9 +540,9 @@ def main(argv=None) -> int:
             results[model] = {"export": exported, "timing": {}}
         for model, exported_path in exported_paths.items():
             for policy in args.policies.split(","):
-                env = dict(BASE_ENV, OMP_WAIT_POLICY="PASSIVE") if policy == "sleep" else dict(BASE_ENV)
-                worker = ["--worker", "timing", "--model", model, "--exported", exported_path, "--policy", policy]
-                timing = results[model]["timing"][policy] = _subprocess(worker + timing_args, env, work)
+                timing = results[model]["timing"][policy] = time_model(
+                    model, exported_path, policy, args, timing_args, work
+                )
                 for batch in args.batch_sizes:
                     row = timing["batches"][str(batch)]
                     print(

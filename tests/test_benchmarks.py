@@ -274,3 +274,35 @@ def test_driver_writes_paired_rounds_json_and_table(bench, digits_root, tmp_path
     assert "Smoke setting (1 training steps per round" in table
     assert "| ours / ours without compiled kernels |" in table
     assert f"| {MODEL} | ours | 2.55 |" in table
+
+
+@pytest.mark.slow  # an export subprocess and a timing subprocess per model
+def test_onnx_speed_exports_both_graphs_and_times_every_runner(bench, tmp_path):
+    """benchmarks/onnx_speed.py on a tiny input: the "after" file is the rewritten one (no
+    BatchNormalization, HardSwish present) and every runner of every batch size and policy has its
+    rounds and ratios in the JSON and rows in the table. No timing is asserted."""
+    for package in ("torch", "timm"):
+        if importlib.util.find_spec(package) is None:
+            pytest.skip(f"{package} is not installed (benchmarks/README.md, Install)")
+    out = tmp_path / "onnx"
+    argv = ["--models", MODEL, "--image-size", "32", "--batch-sizes", "2,1", "--rounds", "2", "--iters", "1"]
+    argv += ["--warmup", "0", "--min-segment-s", "0", "--policies", "default,sleep", "--out", str(out)]
+    script = os.path.join(ROOT, "benchmarks", "onnx_speed.py")
+    proc = subprocess.run([sys.executable, script, *argv], capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out.with_suffix(".json")).read_text())
+    result = report["results"][MODEL]
+    files = result["export"]["files"]
+    assert files["onnx_before"]["op_types"]["BatchNormalization"] > 0
+    assert "BatchNormalization" not in files["onnx_after"]["op_types"]
+    assert files["onnx_after"]["op_types"]["HardSwish"] > 0
+    assert sorted(result["timing"]) == ["default", "sleep"]
+    for timing in result["timing"].values():
+        for batch in ("2", "1"):
+            row = timing["batches"][batch]
+            assert sorted(row["img_per_s"]) == sorted(["onnx_before", "onnx_after", "timm", "timm_cl"])
+            assert all(s["n"] == 2 and s["median"] > 0 for s in row["img_per_s"].values())
+            assert row["ratios"]["onnx_after/timm_cl"]["n"] == 2
+    table = out.with_suffix(".md").read_text()
+    # a row per batch size and policy (and again over quiet rounds, when there were any), the graphs' row
+    assert table.count(f"| {MODEL} |") >= 2 * 2 + 1
