@@ -19,8 +19,8 @@ hooks (``Cell.register_forward_hook``) on every Conv2d/Dense and at the end of e
 layer's MACs follow from its configuration and the output shape its hook saw. Running it, rather
 than re-deriving shapes from layer settings, gives the true shapes whatever the padding ("same" or
 explicit) and the data flow (a squeeze-excite branch on a pooled map, a shortcut), for any Cell.
-A caller in graph mode is switched to PyNative for that forward and back; the network's
-train/eval state is restored.
+A caller in graph mode is switched to PyNative for that forward and back; the network's train/eval
+state and a squeeze-excite block's compiled op (which runs without calling its convs) are restored.
 
 Parameters: ``all_params`` counts every Parameter, BatchNorm moving mean/variance included (the
 ``params(M)`` of mindcv's tables and of the records in ``registry.py``); ``trainable_params``
@@ -240,7 +240,8 @@ def _layer_macs(cell: nn.Cell, out_shape: tuple) -> int:
 
 def _trace(net: nn.Cell, groups: list, in_channels: int, image_size: int) -> tuple:
     """Run ``net`` once on zeros; return (output shape, [layer records], {row index: output shape})."""
-    se_names = [n for n, c in net.cells_and_names() if isinstance(c, SqueezeExcite)]
+    se = {n: c for n, c in net.cells_and_names() if isinstance(c, SqueezeExcite)}
+    se_names, se_ops = list(se), {n: c.kernel_op for n, c in se.items()}
     layers, row_outputs, handles = [], {}, []
     reduction = [1]  # product of the conv strides so far, in call order
 
@@ -268,8 +269,12 @@ def _trace(net: nn.Cell, groups: list, in_channels: int, image_size: int) -> tup
         if mode != ms.PYNATIVE_MODE:
             ms.set_context(mode=ms.PYNATIVE_MODE)
         net.set_train(False)
+        for cell in se.values():  # a compiled block would not call its convs
+            cell.kernel_op = None
         output = net(ops.zeros((1, in_channels, image_size, image_size), ms.float32))
     finally:
+        for name, cell in se.items():
+            cell.kernel_op = se_ops[name]
         for handle in handles:
             handle.remove()
         net.set_train(training)
@@ -366,9 +371,7 @@ def _cells(name, structure, shape, stride, trainable: int, total: int, macs: int
 def _shape(shape: tuple) -> str:
     if not shape:
         return "-"
-    if isinstance(shape[0], tuple):
-        return ", ".join(_shape(s) for s in shape)
-    return "x".join(str(d) for d in shape)
+    return ", ".join(_shape(s) for s in shape) if isinstance(shape[0], tuple) else "x".join(str(d) for d in shape)
 
 
 def main(argv: Optional[list] = None) -> int:

@@ -81,3 +81,19 @@ def test_results_are_bitwise_the_same_for_any_thread_count(kernel_path):
     for run in runs[1:]:
         for got, want in zip(run, runs[0]):
             np.testing.assert_array_equal(got, want)
+
+
+def test_summary_of_a_kernel_model_counts_the_squeeze_excite_convs(kernel_path):
+    """The compiled block never calls its 1x1 convs, whose forward hooks count the MACs: the summary
+    of a network built on the kernels must still equal the plain network's (hand-counted in
+    tests/models/test_summary.py), and leave the compiled op in place."""
+    from mindcv_mobile.models import create_model
+    from mindcv_mobile.models.summary import summarize
+
+    plain = summarize(create_model("mobilenet_v3_small_100", num_classes=10), image_size=64)
+    net = create_model("mobilenet_v3_small_100", num_classes=10, cpu_kernels=True)
+    blocks = [cell for _, cell in net.cells_and_names() if isinstance(cell, SqueezeExcite)]
+    assert blocks and all(cell.kernel_op is not None for cell in blocks)
+    compiled = summarize(net, image_size=64)
+    assert compiled.macs == plain.macs and [r.macs for r in compiled.rows] == [r.macs for r in plain.rows]
+    assert all(cell.kernel_op is not None for cell in blocks)
