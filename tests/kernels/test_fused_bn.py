@@ -22,22 +22,6 @@ from mindcv_mobile.models.layers import HardSwish
 ACTS = {None: [], "relu": [nn.ReLU], "relu6": [nn.ReLU6], "hswish": [nn.HSwish]}
 
 
-@pytest.fixture(scope="module")
-def kernel_path():
-    path, why_not = kernels.library()
-    if not path:
-        pytest.skip(f"compiled CPU kernels unavailable here: {why_not}")
-    return path
-
-
-@pytest.fixture(params=[ms.PYNATIVE_MODE, ms.GRAPH_MODE], ids=["pynative", "graph"])
-def mode(request):
-    previous = ms.get_context("mode")
-    ms.set_context(mode=request.param)
-    yield request.param
-    ms.set_context(mode=previous)
-
-
 def _pair(path, channels, act, rng):
     """(fused cell, MindSpore's BatchNorm2d + activation) with the same random gamma and beta."""
     fused, applied = kernels.make_norm_act(path, channels, 0.9, 1e-5, act)

@@ -15,14 +15,6 @@ from mindcv_mobile.models import create_model
 from mindcv_mobile.models.layers import ChannelMean, ChannelScale, DepthwiseConv2d, HardSwish
 
 
-@pytest.fixture(scope="module")
-def kernel_path():
-    path, why_not = kernels.library()
-    if not path:
-        pytest.skip(f"compiled CPU kernels unavailable here: {why_not}")
-    return path
-
-
 @pytest.fixture
 def with_kernel(kernel_path):
     """Layers built in the test use the kernels (as inside create_model(..., cpu_kernels=True))."""

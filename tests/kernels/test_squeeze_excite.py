@@ -16,22 +16,6 @@ from mindcv_mobile import kernels
 from mindcv_mobile.models.layers import SqueezeExcite
 
 
-@pytest.fixture(scope="module")
-def kernel_path():
-    path, why_not = kernels.library()
-    if not path:
-        pytest.skip(f"compiled CPU kernels unavailable here: {why_not}")
-    return path
-
-
-@pytest.fixture(params=[ms.PYNATIVE_MODE, ms.GRAPH_MODE], ids=["pynative", "graph"])
-def mode(request):
-    previous = ms.get_context("mode")
-    ms.set_context(mode=request.param)
-    yield request.param
-    ms.set_context(mode=previous)
-
-
 def _pair(path, channels, rng):
     with kernels.use(path):
         fused = SqueezeExcite(channels)
