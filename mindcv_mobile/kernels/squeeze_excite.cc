@@ -40,6 +40,25 @@ Shape make_shape(const int64_t* x, const int64_t* w1, const int* cfg) {
 
 inline float gate(float t) { return std::min(std::max(t + 3.f, 0.f), 6.f) / 6.f; }
 
+// Weight and bias gradients of a 1x1 conv on the pooled (N, ins) vectors, summed over the batch in a
+// fixed order: dw[o, k] = sum_i d[i, o] input[i, k], db[o] = sum_i d[i, o].
+void pooled_conv_grads(const float* d, const float* input, int64_t n, int64_t outs, int64_t ins, int threads,
+                       float* dw, float* db) {
+  parallel_blocks(outs, threads, n * outs * ins, [&](int64_t begin, int64_t end) {
+    for (int64_t o = begin; o < end; ++o) {
+      float bias = 0.f;
+      float* row = dw + o * ins;
+      std::fill(row, row + ins, 0.f);
+      for (int64_t i = 0; i < n; ++i) {
+        const float g = d[i * outs + o];
+        bias += g;
+        for (int64_t k = 0; k < ins; ++k) row[k] += g * input[i * ins + k];
+      }
+      db[o] = bias;
+    }
+  });
+}
+
 }  // namespace
 
 // x (N,C,H,W), w1 (R,C,1,1), b1 (R), w2 (C,R,1,1), b2 (C), cfg -> y (N,C,H,W), m (N,C), h (N,R), t (N,C)
@@ -118,33 +137,9 @@ extern "C" int SqueezeExciteBackward(int nparam, void** params, int* ndims, int6
       for (int64_t k = 0; k < s.r; ++k) row[k] = h[i * s.r + k] > 0.f ? row[k] : 0.f;
     }
   });
-  // Weight and bias gradients: sums over the batch.
-  parallel_blocks(s.c, s.threads, s.n * s.c * s.r, [&](int64_t begin, int64_t end) {
-    for (int64_t ch = begin; ch < end; ++ch) {
-      float bias = 0.f;
-      float* row = dw2 + ch * s.r;
-      std::fill(row, row + s.r, 0.f);
-      for (int64_t i = 0; i < s.n; ++i) {
-        const float d = dt[i * s.c + ch];
-        bias += d;
-        for (int64_t k = 0; k < s.r; ++k) row[k] += d * h[i * s.r + k];
-      }
-      db2[ch] = bias;
-    }
-  });
-  parallel_blocks(s.r, s.threads, s.n * s.c * s.r, [&](int64_t begin, int64_t end) {
-    for (int64_t k = begin; k < end; ++k) {
-      float bias = 0.f;
-      float* row = dw1 + k * s.c;
-      std::fill(row, row + s.c, 0.f);
-      for (int64_t i = 0; i < s.n; ++i) {
-        const float d = dh[i * s.r + k];
-        bias += d;
-        for (int64_t ch = 0; ch < s.c; ++ch) row[ch] += d * m[i * s.c + ch];
-      }
-      db1[k] = bias;
-    }
-  });
+  // Weight and bias gradients of the expand (on h) and reduce (on m) convs.
+  pooled_conv_grads(dt.data(), h, s.n, s.c, s.r, s.threads, dw2, db2);
+  pooled_conv_grads(dh.data(), m, s.n, s.r, s.c, s.threads, dw1, db1);
   // Reduce layer back to the mean: dm[n, c] = sum_r dh[n, r] w1[r, c].
   parallel_blocks(s.n, s.threads, s.n * s.c * s.r, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
